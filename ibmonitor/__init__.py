@@ -1,0 +1,73 @@
+"""ibmonitor: watch neural-network training through information theory.
+
+The information plane (I(X;T) against I(T;Y), in bits, for every layer and
+recorded epoch) beside the generalization gap and the sharpness of the minimum.
+
+>>> import ibmonitor
+>>> monitor = ibmonitor.InformationMonitor(model, inputs=x, labels=y, logdir="runs/a")
+... # doctest: +SKIP
+
+Heavy parts (plotly, tensorboard) are imported only by the functions that use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from . import estimators, schedules
+from .exceptions import (
+    EstimationWarning,
+    IBMonitorWarning,
+    InvalidParameterError,
+    MonitorError,
+    MonitorWarning,
+)
+
+try:
+    __version__ = version("ibmonitor")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+_LAZY = {
+    "InformationMonitor": ("ibmonitor.monitor", "InformationMonitor"),
+    "load_run": ("ibmonitor.storage", "load_run"),
+    "load_runs": ("ibmonitor.storage", "load_runs"),
+    "Run": ("ibmonitor.storage", "Run"),
+    "measures": ("ibmonitor.measures", None),
+    "plotting": ("ibmonitor.plotting", None),
+    "datasets": ("ibmonitor.datasets", None),
+}
+
+__all__ = [
+    "EstimationWarning",
+    "IBMonitorWarning",
+    "InformationMonitor",
+    "InvalidParameterError",
+    "MonitorError",
+    "MonitorWarning",
+    "Run",
+    "__version__",
+    "datasets",
+    "estimators",
+    "load_run",
+    "load_runs",
+    "measures",
+    "plotting",
+    "schedules",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ibmonitor' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,190 @@
+"""Pieces shared by every estimator: the result type, the registry, entropies.
+
+All information quantities are in bits (log base 2) unless a function says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .._validation import as_tensor, check_consistent_samples
+from ..exceptions import InvalidParameterError
+
+__all__ = [
+    "Estimator",
+    "InformationEstimate",
+    "available",
+    "entropy_from_counts",
+    "get",
+    "input_ids",
+    "register",
+]
+
+LOG2E = 1.0 / math.log(2.0)
+
+
+@dataclass(frozen=True)
+class InformationEstimate:
+    """What every estimator returns: the two coordinates of the information plane.
+
+    Attributes
+    ----------
+    estimator : str
+        Registry name of the estimator (``"binned"``, ``"kde"``, ...).
+    i_xt : float
+        Estimate of I(X;T) in bits (NaN where the estimator cannot give one).
+    i_ty : float
+        Estimate of I(T;Y) in bits.
+    params : dict
+        The parameters the estimate was made with (after defaults were applied).
+    extras : dict
+        Estimator-specific quantities in bits (``h_t``, ``h_t_given_y``, ...),
+        stored by the monitor as extra columns.
+    """
+
+    estimator: str
+    i_xt: float
+    i_ty: float
+    params: Mapping[str, Any] = field(default_factory=dict)
+    extras: Mapping[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Return ``{"estimator", "i_xt", "i_ty", **extras}`` as plain floats."""
+        out: Dict[str, Any] = {
+            "estimator": self.estimator,
+            "i_xt": float(self.i_xt),
+            "i_ty": float(self.i_ty),
+        }
+        out.update({k: float(v) for k, v in self.extras.items()})
+        return out
+
+
+def entropy_from_counts(counts: Any) -> float:
+    """Plug-in Shannon entropy, in bits, of a histogram of counts.
+
+    Parameters
+    ----------
+    counts : array-like or Tensor of shape (n_symbols,)
+        Non-negative counts; zeros are ignored.
+
+    Returns
+    -------
+    h : float
+        ``-sum p log2 p`` with ``p = counts / counts.sum()``, in bits.
+    """
+    c = as_tensor(counts, name="counts").to(torch.float64)
+    c = c[c > 0]
+    n = c.sum()
+    if c.numel() <= 1:
+        return 0.0
+    h = torch.log2(n) - (c * torch.log2(c)).sum() / n
+    return max(float(h), 0.0)
+
+
+def input_ids(x: Any, n_samples: Optional[int] = None) -> torch.Tensor:
+    """Group identical inputs: return an int64 id per sample (CPU tensor).
+
+    Parameters
+    ----------
+    x : array-like or Tensor of shape (n_samples,) or (n_samples, ...)
+        Input ids (1-D) or inputs; rows that are equal get the same id.
+    n_samples : int, optional
+        Expected number of samples, checked when given.
+
+    Returns
+    -------
+    ids : Tensor of shape (n_samples,)
+        Ids in ``0 .. n_distinct - 1``.
+    """
+    xt = as_tensor(x, name="x")
+    if n_samples is not None:
+        check_consistent_samples(x=xt.shape[0], t=n_samples)
+    arr = xt.reshape(xt.shape[0], -1).cpu().numpy()
+    if arr.shape[1] == 1:
+        _, inv = np.unique(arr[:, 0], return_inverse=True)
+    else:
+        arr = np.ascontiguousarray(arr)
+        view = arr.view(np.dtype((np.void, arr.dtype.itemsize * arr.shape[1])))
+        _, inv = np.unique(view.ravel(), return_inverse=True)
+    return torch.from_numpy(inv.reshape(-1).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A registered estimator with bound parameters; call it like the function.
+
+    ``Estimator(t, y, x=None)`` returns an :class:`InformationEstimate`.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    params : dict
+        Keyword parameters passed to the function on every call.
+    inputs : {"ids", "values", "none"}
+        What the estimator does with ``x``: groups identical rows (``"ids"``,
+        so a caller may pass precomputed :func:`input_ids`), uses the values
+        (``"values"``), or ignores it (``"none"``).
+    """
+
+    name: str
+    function: Callable[..., InformationEstimate]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    inputs: str = "ids"
+
+    def __call__(self, t: Any, y: Any, x: Any = None) -> InformationEstimate:
+        """Estimate (I(X;T), I(T;Y)) in bits."""
+        return self.function(t, y, x=x, **dict(self.params))
+
+    def describe(self) -> str:
+        """Return ``name(k=v, ...)`` for tables and logs."""
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({args})"
+
+
+_REGISTRY: Dict[str, Tuple[Callable[..., InformationEstimate], str]] = {}
+
+
+def register(
+    name: str, *, inputs: str = "ids"
+) -> Callable[[Callable[..., InformationEstimate]], Callable[..., InformationEstimate]]:
+    """Register an estimator function under ``name`` (a decorator).
+
+    The function must have the signature ``f(t, y, *, x=None, **params)`` and
+    return an :class:`InformationEstimate`.
+    """
+
+    def deco(func: Callable[..., InformationEstimate]):
+        _REGISTRY[name] = (func, inputs)
+        return func
+
+    return deco
+
+
+def get(name: str, **params: Any) -> Estimator:
+    """Build a registered estimator from its name and parameters.
+
+    Examples
+    --------
+    >>> from ibmonitor import estimators
+    >>> est = estimators.get("binned", n_bins=30)
+    >>> est.name
+    'binned'
+    """
+    if name not in _REGISTRY:
+        raise InvalidParameterError(
+            f"Unknown estimator {name!r}. Available estimators: {available()}."
+        )
+    func, inputs = _REGISTRY[name]
+    return Estimator(name=name, function=func, params=dict(params), inputs=inputs)
+
+
+def available() -> list:
+    """Names of the registered estimators, sorted."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,1 @@
+"""Placeholder: schedules are being written now."""

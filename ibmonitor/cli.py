@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimator parameter (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="estimate even when the run looks like it is still being written "
+        "(a run that crashed on another machine stays 'running')",
+    )
 
     p = sub.add_parser("report", help="write a self-contained HTML report")
     p.add_argument("runs", nargs="+", help="run directories")
@@ -110,7 +116,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .analysis import estimate_from_activations
 
         frame = estimate_from_activations(
-            args.run, args.estimator, dict(args.param), progress=not args.no_progress
+            args.run,
+            args.estimator,
+            dict(args.param),
+            progress=not args.no_progress,
+            force=args.force,
         )
         print(frame.to_string(index=False))
         return 0

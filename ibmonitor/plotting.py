@@ -1,0 +1,1160 @@
+"""Information planes and training dashboards as plotly figures.
+
+Every function takes a run (a :class:`ibmonitor.storage.Run`, the path of a run
+directory, or a DataFrame) and **returns** a :class:`plotly.graph_objects.Figure`;
+none calls ``show()``. Labels are plain Unicode (``I(X;T) (bits)``), never LaTeX,
+so that figures render offline and in static exports.
+
+- :func:`information_plane`: one trajectory per layer in the (I(X;T), I(T;Y))
+  plane, markers coloured by epoch on one colour bar; several runs overlaid or
+  in facets, or averaged over seeds as in Shwartz-Ziv & Tishby (2017).
+- :func:`dashboard`: the information plane beside the generalization gap
+  (loss and accuracy) and the sharpness and norm measures over epochs.
+- :func:`write_image`: static PNG, SVG or PDF export through kaleido and a
+  Chrome or Chromium browser (see :mod:`ibmonitor._browser`).
+
+Accepted inputs
+---------------
+A DataFrame is read as an information table: wide (``epoch, layer, i_xt, i_ty``
+and optionally ``run, probe, estimator``) or long (``epoch, probe, layer,
+estimator, quantity, value``, as in ``information.csv``). A Run (or any object
+with ``information``, ``scalars``, ``config`` and ``name`` attributes) also
+brings its scalars and configuration; a path is loaded with
+:func:`ibmonitor.storage.load_run`. A list of these is combined, each run under
+its own name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ._validation import check_param
+from .exceptions import InvalidParameterError
+
+__all__ = ["dashboard", "information_plane", "write_image"]
+
+logger = logging.getLogger(__name__)
+
+#: Axis titles of the information plane (plain Unicode; LaTeX does not render
+#: offline).
+X_TITLE = "I(X;T) (bits)"
+Y_TITLE = "I(T;Y) (bits)"
+
+_INFO_COLUMNS = ("run", "probe", "estimator", "layer", "epoch", "i_xt", "i_ty")
+_FACETS = (None, "run", "estimator")
+_LOG_OPTIONS = ("auto", True, False)
+_SPREADS = (None, "std", "sem")
+_IMAGE_FORMATS = {
+    "png": "png",
+    "svg": "svg",
+    "pdf": "pdf",
+    "jpg": "jpeg",
+    "jpeg": "jpeg",
+    "webp": "webp",
+}
+_NEUTRAL_LINE = "rgba(110, 110, 110, 0.55)"
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+)
+
+RunLike = Any
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Runs:
+    """Runs gathered into one information table and one scalars table."""
+
+    information: pd.DataFrame
+    scalars: pd.DataFrame
+    configs: dict = field(default_factory=dict)
+    names: list = field(default_factory=list)
+    layer_order: list = field(default_factory=list)
+
+
+def _escape(text: Any) -> str:
+    """HTML-escape a name for plotly text (plotly decodes the entities back)."""
+    return html.escape(str(text), quote=False)
+
+
+def _empty_information() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in _INFO_COLUMNS})
+
+
+def _empty_scalars() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "run": pd.Series(dtype=object),
+            "epoch": pd.Series(dtype="int64"),
+            "name": pd.Series(dtype=object),
+            "value": pd.Series(dtype=float),
+        }
+    )
+
+
+def _wide_information(frame: pd.DataFrame, owner: str) -> pd.DataFrame:
+    """Return ``frame`` as a wide information table (pivoting a long one)."""
+    frame = frame.copy()
+    if {"quantity", "value"} <= set(frame.columns) and not {"i_xt", "i_ty"} <= set(
+        frame.columns
+    ):
+        keys = [
+            c for c in ("run", "epoch", "probe", "layer", "estimator") if c in frame
+        ]
+        frame = frame.pivot_table(
+            index=keys, columns="quantity", values="value", aggfunc="last"
+        ).reset_index()
+        frame.columns.name = None
+    missing = [c for c in ("epoch", "layer", "i_xt", "i_ty") if c not in frame]
+    if missing:
+        raise InvalidParameterError(
+            f"The information table given to {owner} lacks the columns {missing}. "
+            "Expected a run, a run directory, or a DataFrame with columns "
+            "epoch, layer, i_xt and i_ty (bits)."
+        )
+    if "probe" not in frame:
+        frame["probe"] = "default"
+    if "estimator" not in frame:
+        frame["estimator"] = ""
+    frame["epoch"] = pd.to_numeric(frame["epoch"]).astype("int64")
+    frame["layer"] = frame["layer"].astype(str)
+    frame["estimator"] = frame["estimator"].fillna("").astype(str)
+    frame["probe"] = frame["probe"].fillna("default").astype(str)
+    frame["i_xt"] = pd.to_numeric(frame["i_xt"], errors="coerce").astype(float)
+    frame["i_ty"] = pd.to_numeric(frame["i_ty"], errors="coerce").astype(float)
+    return frame
+
+
+def _config_layers(config: Mapping) -> list:
+    layers = config.get("layers") if isinstance(config, Mapping) else None
+    if isinstance(layers, Mapping):
+        return [str(k) for k in layers]
+    if isinstance(layers, (list, tuple)):
+        return [str(k) for k in layers]
+    return []
+
+
+def _run_name(obj: Any, default: str) -> str:
+    name = getattr(obj, "name", None)
+    if name:
+        return str(name)
+    path = getattr(obj, "path", None)
+    if path:
+        return Path(path).name
+    return default
+
+
+def _one(obj: Any, default_name: str, owner: str, name: Optional[str] = None) -> _Runs:
+    """Gather one input (Run-like or DataFrame) into a :class:`_Runs`."""
+    if isinstance(obj, pd.DataFrame):
+        info = _wide_information(obj, owner)
+        scalars = _empty_scalars()
+        configs: dict = {}
+    elif hasattr(obj, "information"):
+        info = obj.information
+        info = (
+            _wide_information(info, owner)
+            if info is not None and len(info)
+            else _empty_information()
+        )
+        scalars = getattr(obj, "scalars", None)
+        scalars = (
+            scalars.copy() if scalars is not None and len(scalars) else _empty_scalars()
+        )
+        configs = {}
+        per_run = getattr(obj, "configs", None)
+        if isinstance(per_run, Mapping):
+            configs = {str(k): dict(v) for k, v in per_run.items()}
+        else:
+            config = getattr(obj, "config", None)
+            configs = {None: dict(config)} if isinstance(config, Mapping) else {}
+    else:
+        raise InvalidParameterError(
+            f"{owner} expects a Run, the path of a run directory or a DataFrame. "
+            f"Got {type(obj).__name__} instead."
+        )
+    name = name or _run_name(obj, default_name)
+    if "run" not in info or info["run"].isna().all():
+        info["run"] = name
+    info["run"] = info["run"].astype(str)
+    if "run" not in scalars or scalars["run"].isna().all():
+        scalars["run"] = name
+    scalars["run"] = scalars["run"].astype(str)
+    names = list(dict.fromkeys([*info["run"], *scalars["run"]])) or [name]
+    if None in configs:
+        shared = configs.pop(None)
+        for run in names:
+            configs.setdefault(run, shared)
+    return _Runs(info, scalars, configs, names)
+
+
+def _expand(run_or_frame: Any) -> list:
+    """Return [(name or None, Run-like or DataFrame)] for the accepted inputs.
+
+    Paths are loaded (a folder of runs gives each run in it); a
+    :class:`ibmonitor.storage.Runs` gives its runs under its names.
+    """
+    if isinstance(run_or_frame, (list, tuple)):
+        return [pair for item in run_or_frame for pair in _expand(item)]
+    if isinstance(run_or_frame, (str, os.PathLike)):
+        from .storage import RUN_FILE, load_run, load_runs
+
+        if (Path(run_or_frame) / RUN_FILE).is_file():
+            return [(None, load_run(run_or_frame))]
+        return _expand(load_runs(run_or_frame))
+    runs = getattr(run_or_frame, "runs", None)
+    names = getattr(run_or_frame, "names", None)
+    if isinstance(runs, list) and isinstance(names, list) and len(runs) == len(names):
+        return list(zip(names, runs))
+    return [(None, run_or_frame)]
+
+
+def _gather(run_or_frame: Any, owner: str) -> _Runs:
+    """Gather one input or a list of inputs into one :class:`_Runs`."""
+    items = _expand(run_or_frame)
+    if not items:
+        raise InvalidParameterError(
+            f"{owner} needs at least one run. Got an empty "
+            f"{type(run_or_frame).__name__}."
+        )
+    parts: list = []
+    seen: set = set()
+    for i, (name, item) in enumerate(items):
+        part = _one(item, f"run {i + 1}" if len(items) > 1 else "run", owner, name)
+        # Two inputs with the same name (e.g. two seeds called "demo") stay apart.
+        rename = {}
+        for run in part.names:
+            new, k = run, 2
+            while new in seen:
+                new, k = f"{run}-{k}", k + 1
+            seen.add(new)
+            rename[run] = new
+        if any(k != v for k, v in rename.items()):
+            part.information["run"] = part.information["run"].map(rename)
+            part.scalars["run"] = part.scalars["run"].map(rename)
+            part.configs = {rename.get(k, k): v for k, v in part.configs.items()}
+            part.names = [rename[r] for r in part.names]
+        parts.append(part)
+    info = pd.concat(
+        [p.information for p in parts if len(p.information)] or [_empty_information()],
+        ignore_index=True,
+    )
+    scalars = pd.concat(
+        [p.scalars for p in parts if len(p.scalars)] or [_empty_scalars()],
+        ignore_index=True,
+    )
+    if len(scalars):
+        scalars["epoch"] = pd.to_numeric(scalars["epoch"]).astype("int64")
+        scalars["value"] = pd.to_numeric(scalars["value"], errors="coerce")
+    configs: dict = {}
+    names: list = []
+    for p in parts:
+        configs.update(p.configs)
+        names.extend(p.names)
+    order: list = []
+    for config in configs.values():
+        order.extend(_config_layers(config))
+    order.extend(info["layer"].tolist())
+    return _Runs(info, scalars, configs, names, list(dict.fromkeys(order)))
+
+
+def _choose(
+    value: Any, available: Sequence, what: str, owner: str, *, many: bool = False
+) -> list:
+    """Validate a selection (one name, or several with ``many``) against names."""
+    if value is None:
+        return list(available)
+    values = (
+        [value] if isinstance(value, str) or not isinstance(value, Sequence) else value
+    )
+    if not many and len(values) != 1:
+        raise InvalidParameterError(
+            f"The {what!r} parameter of {owner} must be one name. Got {value!r} "
+            "instead."
+        )
+    shown = list(available)[:20]
+    for v in values:
+        if str(v) not in available:
+            raise InvalidParameterError(
+                f"Unknown {what} {v!r}. Available {what}s: {shown}"
+                + (" ..." if len(available) > 20 else "")
+                + "."
+            )
+    return [str(v) for v in values]
+
+
+# ----------------------------------------------------------------- epoch scaling
+
+
+def _schedule_is_log(schedule: Any) -> Optional[bool]:
+    """Read a run's configured schedule: True (log), False (other), None."""
+    if schedule is None:
+        return None
+    if isinstance(schedule, str):
+        kind = schedule.strip().lower()
+        if kind.startswith("log"):
+            return True
+        # "every"/"all" are evenly spaced; a list or callable may be anything.
+        return False if kind in ("every", "all", "linear", "uniform") else None
+    if isinstance(schedule, Mapping):
+        for key in ("kind", "type", "name", "schedule", "spec", "strategy"):
+            if key in schedule:
+                found = _schedule_is_log(schedule[key])
+                if found is not None:
+                    return found
+        if "log" in schedule:
+            return bool(schedule["log"])
+        if "every" in schedule:
+            return False
+        return None
+    return None
+
+
+def _epochs_look_log(epochs: Sequence[int]) -> bool:
+    """Whether recorded epochs are log-spaced (gaps grow, span a decade)."""
+    e = np.unique(np.asarray(list(epochs), dtype=float))
+    if len(e) < 5 or (e[-1] + 1) / (e[0] + 1) < 20:
+        return False
+    gaps = np.diff(e)
+    k = max(1, len(gaps) // 4)
+    return bool(gaps[-k:].mean() >= 4 * gaps[:k].mean())
+
+
+def _use_log(log_epochs: Any, configs: Mapping, epochs: Sequence[int]) -> bool:
+    if log_epochs is not True and log_epochs is not False:
+        votes = [_schedule_is_log(c.get("schedule")) for c in configs.values()]
+        votes = [v for v in votes if v is not None]
+        if votes:
+            return any(votes)
+        return _epochs_look_log(epochs)
+    return bool(log_epochs)
+
+
+def _nice_epochs(lo: float, hi: float) -> list:
+    """Round epochs (0, 1, 2, 5, 10, 20, 50, ...) within [lo, hi]."""
+    ticks = [0] if lo <= 0 else []
+    mults = (1, 2, 5) if hi <= 2000 else (1,)
+    decade = 1
+    while decade <= max(hi, 1):
+        ticks.extend(m * decade for m in mults)
+        decade *= 10
+    return [t for t in ticks if lo <= t <= hi] or [int(lo), int(hi)]
+
+
+def _color_values(epochs: np.ndarray, log: bool) -> np.ndarray:
+    return np.log10(epochs + 1.0) if log else epochs.astype(float)
+
+
+def _coloraxis(
+    epochs: np.ndarray, log: bool, color_scale: Any, **colorbar: Any
+) -> dict:
+    """Layout of the one colour axis (epoch) shared by every trajectory."""
+    lo, hi = (float(epochs.min()), float(epochs.max())) if len(epochs) else (0, 1)
+    if hi == lo:
+        hi = lo + 1
+    bar = {"title": {"text": "epoch"}, "thickness": 14, **colorbar}
+    if log:
+        ticks = _nice_epochs(lo, hi)
+        bar.update(
+            tickvals=[math.log10(t + 1) for t in ticks],
+            ticktext=[str(t) for t in ticks],
+        )
+        cmin, cmax = math.log10(lo + 1), math.log10(hi + 1)
+    else:
+        cmin, cmax = lo, hi
+    return {"colorscale": color_scale, "cmin": cmin, "cmax": cmax, "colorbar": bar}
+
+
+def _epoch_axis(epochs: np.ndarray, log: bool) -> tuple:
+    """Return (offset, axis layout) for an epoch axis.
+
+    A log axis cannot show epoch 0, so where epoch 0 was recorded the points sit
+    at ``epoch + 1`` and the ticks are labelled with the true epochs.
+    """
+    if not log:
+        return 0, {"title": {"text": "epoch"}}
+    lo = float(epochs.min()) if len(epochs) else 1.0
+    hi = float(epochs.max()) if len(epochs) else 10.0
+    offset = 1 if lo <= 0 else 0
+    ticks = _nice_epochs(lo, hi)
+    return offset, {
+        "type": "log",
+        "title": {"text": "epoch (log scale)"},
+        "tickvals": [t + offset for t in ticks],
+        "ticktext": [str(t) for t in ticks],
+    }
+
+
+# ------------------------------------------------------------ information plane
+
+
+def _select(
+    data: _Runs,
+    owner: str,
+    *,
+    estimator: Any,
+    layers: Any,
+    runs: Any,
+    probe: Any,
+    all_estimators: bool,
+) -> tuple:
+    """Filter the information table; return (frame, estimators, layers)."""
+    info = data.information
+    if runs is not None:
+        keep = _choose(runs, data.names, "run", owner, many=True)
+        info = info[info["run"].isin(keep)]
+    probes = list(dict.fromkeys(info["probe"]))
+    if probe is None:
+        probe_sel = "default" if "default" in probes or not probes else probes[0]
+    else:
+        probe_sel = _choose(probe, probes, "probe", owner)[0]
+    info = info[info["probe"] == probe_sel]
+    estimators = list(dict.fromkeys(info["estimator"]))
+    if estimator is None:
+        chosen = estimators if all_estimators else estimators[:1]
+        if len(estimators) > 1 and not all_estimators:
+            logger.info(
+                "%s: several estimators recorded (%s); showing %r. Pass "
+                "estimator= to choose.",
+                owner,
+                estimators,
+                chosen[0],
+            )
+    else:
+        chosen = _choose(estimator, estimators, "estimator", owner, many=all_estimators)
+    info = info[info["estimator"].isin(chosen)]
+    present = set(info["layer"])
+    order = [layer for layer in data.layer_order if layer in present]
+    if layers is not None:
+        keep = set(_choose(layers, order, "layer", owner, many=True))
+        order = [layer for layer in order if layer in keep]  # network order
+        info = info[info["layer"].isin(keep)]
+    info = info.dropna(subset=["i_xt", "i_ty"])
+    return info, chosen, order
+
+
+def _average_seeds(info: pd.DataFrame, runs: list, spread: Optional[str]) -> tuple:
+    """Mean over runs per (estimator, layer, epoch), as Shwartz-Ziv & Tishby."""
+    grouped = info.groupby(["estimator", "layer", "epoch"], sort=False)
+    mean = grouped[["i_xt", "i_ty"]].mean()
+    out = mean.reset_index()
+    out["n_runs"] = grouped.size().to_numpy()
+    if spread is not None:
+        sd = grouped[["i_xt", "i_ty"]].std(ddof=1).fillna(0.0).to_numpy()
+        if spread == "sem":
+            sd = sd / np.sqrt(out["n_runs"].to_numpy())[:, None]
+        out["err_xt"], out["err_ty"] = sd[:, 0], sd[:, 1]
+    label = f"mean of {len(runs)} runs"
+    out["run"] = label
+    out["probe"] = info["probe"].iloc[0] if len(info) else "default"
+    return out, [label]
+
+
+def _plane_traces(
+    info: pd.DataFrame,
+    *,
+    layer_order: list,
+    run_order: list,
+    log: bool,
+    overlay: bool,
+    spread: Optional[str],
+) -> tuple:
+    """Build the trajectories of one panel: (traces, end annotations)."""
+    traces: list = []
+    ends: list = []
+    shown_runs: set = set()
+    labelled: set = set()
+    for r, run in enumerate(run_order):
+        run_rows = info[info["run"] == run]
+        if run_rows.empty:
+            continue
+        line_color = _PALETTE[r % len(_PALETTE)] if overlay else _NEUTRAL_LINE
+        for layer in layer_order:
+            rows = run_rows[run_rows["layer"] == layer].sort_values("epoch")
+            if rows.empty:
+                continue
+            epochs = rows["epoch"].to_numpy()
+            n_runs = rows["n_runs"].to_numpy() if "n_runs" in rows else None
+            custom = np.empty((len(rows), 4), dtype=object)
+            custom[:, 0] = epochs
+            custom[:, 1] = _escape(run)
+            custom[:, 2] = _escape(layer)
+            custom[:, 3] = n_runs if n_runs is not None else 1
+            hover = (
+                "run: %{customdata[1]}<br>layer: %{customdata[2]}<br>"
+                "epoch: %{customdata[0]}<br>I(X;T): %{x:.4f} bits<br>"
+                "I(T;Y): %{y:.4f} bits"
+                + ("<br>runs averaged: %{customdata[3]}" if n_runs is not None else "")
+                + "<extra></extra>"
+            )
+            trace = go.Scatter(
+                x=rows["i_xt"].to_numpy(),
+                y=rows["i_ty"].to_numpy(),
+                mode="lines+markers",
+                name=_escape(run) if overlay else _escape(layer),
+                legendgroup=_escape(run) if overlay else None,
+                showlegend=overlay and run not in shown_runs,
+                line={"color": line_color, "width": 1.5},
+                marker={
+                    "color": _color_values(epochs, log),
+                    "coloraxis": "coloraxis",
+                    "size": 7,
+                    "line": {"width": 0.5, "color": "rgba(40, 40, 40, 0.6)"},
+                },
+                customdata=custom,
+                hovertemplate=hover,
+                meta={"kind": "information_plane", "layer": _escape(layer)},
+            )
+            if spread is not None and "err_xt" in rows:
+                trace.error_x = {
+                    "type": "data",
+                    "array": rows["err_xt"].to_numpy(),
+                    "thickness": 1,
+                    "width": 0,
+                    "color": "rgba(110, 110, 110, 0.5)",
+                }
+                trace.error_y = {
+                    "type": "data",
+                    "array": rows["err_ty"].to_numpy(),
+                    "thickness": 1,
+                    "width": 0,
+                    "color": "rgba(110, 110, 110, 0.5)",
+                }
+            shown_runs.add(run)
+            traces.append(trace)
+            if layer in labelled:  # overlaid runs: name each layer once
+                continue
+            labelled.add(layer)
+            ends.append(
+                {
+                    "x": float(rows["i_xt"].iloc[-1]),
+                    "y": float(rows["i_ty"].iloc[-1]),
+                    "text": _escape(layer),
+                    "showarrow": False,
+                    "xanchor": "left",
+                    "yanchor": "middle",
+                    "xshift": 7,
+                    "font": {"size": 11, "color": "#333"},
+                }
+            )
+    return traces, ends
+
+
+def information_plane(
+    run_or_frame: Any,
+    *,
+    estimator: Optional[str] = None,
+    layers: Optional[Sequence[str]] = None,
+    runs: Optional[Sequence[str]] = None,
+    probe: Optional[str] = None,
+    average_seeds: bool = False,
+    spread: Optional[str] = None,
+    facet: Optional[str] = None,
+    color_scale: Any = "Viridis",
+    log_epochs: Union[str, bool] = "auto",
+    title: Optional[str] = None,
+) -> go.Figure:
+    """Draw each layer's trajectory in the information plane.
+
+    One trajectory per layer (lines and markers) in the (I(X;T), I(T;Y))
+    plane, in bits. Markers are coloured by epoch on one continuous colour
+    scale with a single colour bar, logarithmic where the schedule is
+    log-spaced. Layer names sit at the trajectory ends (the last recorded
+    epoch); hovering a point shows the run, layer, epoch and both values.
+
+    Parameters
+    ----------
+    run_or_frame : Run, path, DataFrame, or list of these
+        The run(s): a :class:`ibmonitor.storage.Run`, the path of a run
+        directory, the result of :func:`ibmonitor.storage.load_runs` (a ``run``
+        column), or an information DataFrame (wide: ``epoch, layer, i_xt,
+        i_ty`` and optionally ``run, probe, estimator``; or long, with
+        ``quantity`` and ``value``). A list is combined, one run per item.
+    estimator : str, optional
+        The estimator to show; by default the first one recorded. With
+        ``facet="estimator"``, a list of names, by default all of them.
+    layers : list of str, optional
+        Layers to show, by default all, in the order of the run's config.
+    runs : list of str, optional
+        Runs to show when several are given, by default all.
+    probe : str, optional
+        Probe set to show; by default ``"default"`` or the first one recorded.
+    average_seeds : bool, default=False
+        Average the runs (e.g. seeds of one experiment) per layer and epoch
+        and draw the mean trajectory, as Shwartz-Ziv & Tishby's figures do.
+        An epoch recorded by only some runs is averaged over those runs.
+    spread : {"std", "sem"}, optional
+        With ``average_seeds``, draw error bars of one standard deviation, or
+        one standard error of the mean, across runs on both axes.
+    facet : {"run", "estimator"}, optional
+        Draw one panel per run (or per estimator) instead of overlaying runs.
+        Without it, several runs are overlaid, each in its own line colour and
+        named in the legend.
+    color_scale : str or list, default="Viridis"
+        Any plotly continuous colour scale for the epochs.
+    log_epochs : {"auto", True, False}, default="auto"
+        Colour epochs on a log scale. ``"auto"`` reads the run's configured
+        schedule (``"log"``), or else tests whether the recorded epochs are
+        log-spaced.
+    title : str, optional
+        Figure title; by default names the estimator (and the run).
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One trace per (run, layer) and panel; axes in bits.
+
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown estimator, layer, run or probe (listing the available
+        names) or a bad option.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from ibmonitor.plotting import information_plane
+    >>> frame = pd.DataFrame({"epoch": [0, 1, 0, 1], "layer": ["a", "a", "b", "b"],
+    ...                       "i_xt": [1.0, 2.0, 0.5, 1.0],
+    ...                       "i_ty": [0.1, 0.4, 0.1, 0.3]})
+    >>> len(information_plane(frame).data)
+    2
+    """
+    owner = "information_plane"
+    check_param(facet, "facet", owner, kind="option", options=_FACETS)
+    check_param(spread, "spread", owner, kind="option", options=_SPREADS)
+    _check_log(log_epochs, owner)
+    if average_seeds and facet == "run":
+        raise InvalidParameterError(
+            "The 'facet' parameter of information_plane cannot be 'run' with "
+            "average_seeds=True: the runs are averaged into one trajectory per layer."
+        )
+    data = _gather(run_or_frame, owner)
+    info, estimators, layer_order = _select(
+        data,
+        owner,
+        estimator=estimator,
+        layers=layers,
+        runs=runs,
+        probe=probe,
+        all_estimators=facet == "estimator",
+    )
+    run_order = [r for r in data.names if r in set(info["run"])]
+    if average_seeds:
+        info, run_order = _average_seeds(info, run_order, spread)
+    elif spread is not None:
+        logger.info("information_plane: spread= applies only with average_seeds=True.")
+        spread = None
+    epochs_all = info["epoch"].to_numpy() if len(info) else np.array([0])
+    log = _use_log(log_epochs, data.configs, np.unique(epochs_all))
+
+    if facet == "run":
+        panels = [(r, info[info["run"] == r], [r]) for r in run_order]
+    elif facet == "estimator":
+        panels = [(e, info[info["estimator"] == e], run_order) for e in estimators]
+    else:
+        panels = [(None, info, run_order)]
+    overlay = facet != "run" and len(run_order) > 1
+    n = len(panels)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[_escape(p[0]) for p in panels] if facet else None,
+        shared_xaxes="all" if n > 1 else False,
+        shared_yaxes="all" if n > 1 else False,
+        horizontal_spacing=0.06,
+        vertical_spacing=0.12 if rows > 1 else 0.08,
+    )
+    for i, (_, frame, panel_runs) in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
+        traces, ends = _plane_traces(
+            frame,
+            layer_order=layer_order,
+            run_order=panel_runs,
+            log=log,
+            overlay=overlay,
+            spread=spread,
+        )
+        for trace in traces:
+            fig.add_trace(trace, row=row, col=col)
+        for end in ends:
+            fig.add_annotation(end, row=row, col=col)
+        if not traces:
+            _not_recorded(fig, row, col, "no information recorded")
+        fig.update_xaxes(title_text=X_TITLE if row == rows else None, row=row, col=col)
+        fig.update_yaxes(title_text=Y_TITLE if col == 1 else None, row=row, col=col)
+
+    if title is None:
+        est = ", ".join(e for e in estimators if e)
+        what = f"mean of {len(data.names)} runs" if average_seeds else None
+        if what is None and len(run_order) == 1:
+            what = run_order[0]
+        title = "Information plane" + (f" ({est})" if est else "")
+        title += f": {what}" if what else ""
+    fig.update_layout(
+        title={"text": _escape(title), "x": 0.01, "xanchor": "left"},
+        coloraxis=_coloraxis(epochs_all, log, color_scale),
+        template="plotly_white",
+        showlegend=overlay,
+        legend={"title": {"text": "run"}, "x": 1.12, "xanchor": "left", "y": 1},
+        hovermode="closest",
+        height=480 if rows == 1 else 380 * rows,
+        margin={"l": 70, "r": 40, "t": 70, "b": 60},
+    )
+    return fig
+
+
+def _check_log(log_epochs: Any, owner: str) -> None:
+    if not (log_epochs is True or log_epochs is False or log_epochs == "auto"):
+        raise InvalidParameterError(
+            f"The 'log_epochs' parameter of {owner} must be one of 'auto', True, "
+            f"False. Got {log_epochs!r} instead."
+        )
+
+
+def _not_recorded(
+    fig: go.Figure, row: int, col: int, text: str, *, hide_x: bool = True
+) -> None:
+    """Write ``text`` in the middle of an empty subplot and hide its ticks.
+
+    The text is placed in paper coordinates from the subplot's domains
+    (plotly.js does not place ``"x5 domain"`` references on an axis without
+    traces). ``hide_x=False`` keeps a shared epoch axis readable.
+    """
+    subplot = fig.get_subplot(row, col)
+    fig.add_annotation(
+        text=text,
+        x=sum(subplot.xaxis.domain) / 2,
+        y=sum(subplot.yaxis.domain) / 2,
+        xref="paper",
+        yref="paper",
+        xanchor="center",
+        yanchor="middle",
+        showarrow=False,
+        font={"size": 13, "color": "#888"},
+    )
+    if hide_x:
+        fig.update_xaxes(
+            showticklabels=False, showgrid=False, zeroline=False, row=row, col=col
+        )
+    fig.update_yaxes(
+        showticklabels=False, showgrid=False, zeroline=False, row=row, col=col
+    )
+
+
+# ------------------------------------------------------------------- dashboard
+
+#: (panel title, roles) of the dashboard's time-series panels. A role is a
+#: (label, candidate scalar names, dash) triple; the first candidate recorded
+#: is drawn. Prefix roles (ending in "/") draw every scalar under the prefix.
+_PANELS = (
+    (
+        "Loss",
+        (
+            ("train", ("train_loss", "gap/train_loss"), "solid"),
+            ("test", ("test_loss", "gap/test_loss", "val_loss"), "solid"),
+            ("gap (test − train)", ("gap/loss",), "dash"),
+        ),
+    ),
+    (
+        "Accuracy",
+        (
+            ("train", ("train_acc", "gap/train_acc"), "solid"),
+            ("test", ("test_acc", "gap/test_acc", "val_acc"), "solid"),
+            ("gap (train − test)", ("gap/acc",), "dash"),
+        ),
+    ),
+    ("Sharpness", ((None, ("sharpness/", "hessian/"), "solid"),)),
+    ("Norms and bounds", ((None, ("norms/total/", "pac_bayes/"), "solid"),)),
+)
+_ROLE_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}
+
+
+def _panel_series(scalars: pd.DataFrame, roles: tuple) -> list:
+    """Return [(label, scalar name, dash, rows)] for one panel."""
+    names = list(dict.fromkeys(scalars["name"]))
+    out = []
+    used: set = set()
+    for label, candidates, dash in roles:
+        if label is None:  # prefixes: every matching scalar
+            for name in names:
+                if name.startswith(candidates) and name not in used:
+                    used.add(name)
+                    out.append((name, name, dash))
+            continue
+        for name in candidates:
+            if name in names:
+                used.add(name)
+                out.append((label, name, dash))
+                break
+    return [
+        (label, name, dash, scalars[scalars["name"] == name].sort_values("epoch"))
+        for label, name, dash in out
+    ]
+
+
+def _leftover_gap_names(scalars: pd.DataFrame) -> dict:
+    """Other ``gap/*`` scalars, sorted into the loss and accuracy panels."""
+    known = {
+        "gap/loss",
+        "gap/acc",
+        "gap/train_loss",
+        "gap/test_loss",
+        "gap/train_acc",
+        "gap/test_acc",
+    }
+    extra: dict = {"Loss": [], "Accuracy": []}
+    for name in dict.fromkeys(scalars["name"]):
+        if name.startswith("gap/") and name not in known:
+            extra["Accuracy" if "acc" in name else "Loss"].append(name)
+    return extra
+
+
+def dashboard(
+    run: Any,
+    *,
+    estimator: Optional[str] = None,
+    probe: Optional[str] = None,
+    layers: Optional[Sequence[str]] = None,
+    color_scale: Any = "Viridis",
+    log_epochs: Union[str, bool] = "auto",
+    title: Optional[str] = None,
+) -> go.Figure:
+    """Draw a run's information plane beside its generalization and sharpness.
+
+    Left: the information plane (see :func:`information_plane`). Right, one
+    above the other on a shared epoch axis (logarithmic where the schedule
+    is log-spaced):
+
+    - **Loss**: train and test loss (scalars ``train_loss``, ``test_loss``, or
+      the gap measure's ``gap/train_loss``, ``gap/test_loss``) and the gap
+      ``gap/loss``, dashed;
+    - **Accuracy**: the same for ``*_acc`` and ``gap/acc``;
+    - **Sharpness**: every ``sharpness/*`` and ``hessian/*`` scalar;
+    - **Norms and bounds**: every ``norms/total/*`` and ``pac_bayes/*`` scalar.
+
+    A panel whose measures were not recorded says "not recorded". Panels whose
+    values span more than two decades get a log value axis.
+
+    Parameters
+    ----------
+    run : Run, path or DataFrame
+        One run (see :func:`information_plane` for the accepted forms). A
+        DataFrame carries no scalars, so only the plane is drawn.
+    estimator : str, optional
+        Estimator of the information plane; by default the first recorded.
+    probe : str, optional
+        Probe set of the information plane; by default ``"default"``.
+    layers : list of str, optional
+        Layers of the information plane, by default all.
+    color_scale : str or list, default="Viridis"
+        Continuous colour scale of the epochs.
+    log_epochs : {"auto", True, False}, default="auto"
+        Log-scale the epochs (colours and epoch axes); ``"auto"`` follows the
+        run's schedule.
+    title : str, optional
+        Figure title; by default the run's name.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        The information-plane traces (one per layer) first, then the
+        time-series traces.
+    """
+    owner = "dashboard"
+    _check_log(log_epochs, owner)
+    data = _gather(run, owner)
+    if len(data.names) > 1:
+        raise InvalidParameterError(
+            f"dashboard draws one run; got {len(data.names)} runs "
+            f"({data.names[:5]}). Call it once per run, or use information_plane "
+            "to compare runs."
+        )
+    name = data.names[0]
+    info, estimators, layer_order = _select(
+        data,
+        owner,
+        estimator=estimator,
+        layers=layers,
+        runs=None,
+        probe=probe,
+        all_estimators=False,
+    )
+    scalars = data.scalars.dropna(subset=["value"])
+    info_epochs = info["epoch"].to_numpy()
+    scalar_epochs = scalars["epoch"].to_numpy()
+    all_epochs = np.unique(np.concatenate([info_epochs, scalar_epochs]).astype(float))
+    log = _use_log(
+        log_epochs,
+        data.configs,
+        np.unique(info_epochs) if len(info_epochs) else all_epochs,
+    )
+
+    est = estimators[0] if estimators and estimators[0] else None
+    plane_title = "Information plane" + (f" ({_escape(est)})" if est else "")
+    fig = make_subplots(
+        rows=4,
+        cols=2,
+        specs=[[{"rowspan": 4}, {}], [None, {}], [None, {}], [None, {}]],
+        column_widths=[0.52, 0.48],
+        shared_xaxes=True,
+        horizontal_spacing=0.09,
+        vertical_spacing=0.045,
+        subplot_titles=[plane_title, *(p[0] for p in _PANELS)],
+    )
+    traces, ends = _plane_traces(
+        info,
+        layer_order=layer_order,
+        run_order=[name],
+        log=log,
+        overlay=False,
+        spread=None,
+    )
+    for trace in traces:
+        trace.showlegend = False
+        fig.add_trace(trace, row=1, col=1)
+    for end in ends:
+        fig.add_annotation(end, row=1, col=1)
+    if not traces:
+        _not_recorded(fig, 1, 1, "information not recorded")
+    else:
+        fig.update_xaxes(title_text=X_TITLE, row=1, col=1)
+        fig.update_yaxes(title_text=Y_TITLE, row=1, col=1)
+
+    offset, axis = _epoch_axis(all_epochs if len(all_epochs) else np.array([0]), log)
+    extra = _leftover_gap_names(scalars)
+    for i, (panel, roles) in enumerate(_PANELS):
+        row = i + 1
+        roles = roles + tuple((n, (n,), "dot") for n in extra.get(panel, []))
+        series = _panel_series(scalars, roles)
+        legend = f"legend{row + 1}"
+        values = []
+        for k, (label, scalar, dash, rows) in enumerate(series):
+            epochs = rows["epoch"].to_numpy()
+            color = _ROLE_COLORS.get(
+                label.split(" ")[0], "#555" if dash == "dash" else None
+            )
+            if color is None:
+                color = _PALETTE[(k + 2) % len(_PALETTE)]
+            values.append(rows["value"].to_numpy())
+            fig.add_trace(
+                go.Scatter(
+                    x=epochs + offset,
+                    y=rows["value"].to_numpy(),
+                    customdata=epochs,
+                    mode="lines+markers" if len(rows) <= 60 else "lines",
+                    name=_escape(label),
+                    legend=legend,
+                    line={"color": color, "dash": dash, "width": 1.8},
+                    marker={"size": 5},
+                    hovertemplate=(
+                        f"{_escape(scalar)}<br>epoch %{{customdata}}<br>"
+                        "%{y:.4g}<extra></extra>"
+                    ),
+                    meta={"kind": "scalar", "name": _escape(scalar)},
+                ),
+                row=row,
+                col=2,
+            )
+        if not series:
+            _not_recorded(fig, row, 2, "not recorded", hide_x=False)
+            if len(all_epochs):
+                # plotly.js draws no axis for a subplot without traces; an
+                # invisible placeholder keeps the shared epoch axis drawn.
+                fig.add_trace(
+                    go.Scatter(
+                        x=[all_epochs.min() + offset, all_epochs.max() + offset],
+                        y=[0.0, 0.0],
+                        mode="markers",
+                        marker={"opacity": 0},
+                        hoverinfo="skip",
+                        showlegend=False,
+                        meta={"kind": "placeholder"},
+                    ),
+                    row=row,
+                    col=2,
+                )
+        else:
+            joined = np.concatenate(values)
+            joined = joined[np.isfinite(joined)]
+            if (
+                panel in ("Sharpness", "Norms and bounds")
+                and len(joined)
+                and joined.min() > 0
+                and joined.max() / joined.min() > 100
+            ):
+                fig.update_yaxes(type="log", row=row, col=2)
+        fig.update_xaxes(
+            **{k: v for k, v in axis.items() if k != "title"}, row=row, col=2
+        )
+        # One legend per panel, beside it (plotly >= 5.15 draws several legends).
+        yaxis = fig.get_subplot(row, 2).yaxis
+        fig.update_layout(
+            {
+                legend: {
+                    "x": 1.01,
+                    "xanchor": "left",
+                    "y": yaxis.domain[1],
+                    "yanchor": "top",
+                    "font": {"size": 10},
+                    "bgcolor": "rgba(255,255,255,0)",
+                }
+            }
+        )
+
+    fig.update_xaxes(title_text=axis["title"]["text"], row=len(_PANELS), col=2)
+
+    plane_domain = fig.get_subplot(1, 1).xaxis.domain
+    fig.update_layout(
+        title={
+            "text": _escape(title if title is not None else name),
+            "x": 0.01,
+            "xanchor": "left",
+        },
+        coloraxis=_coloraxis(
+            info_epochs if len(info_epochs) else np.array([0]),
+            log,
+            color_scale,
+            orientation="h",
+            x=(plane_domain[0] + plane_domain[1]) / 2,
+            xanchor="center",
+            len=(plane_domain[1] - plane_domain[0]) * 0.9,
+            y=-0.1,
+            yanchor="top",
+            title={"text": "epoch", "side": "top"},
+        ),
+        template="plotly_white",
+        hovermode="closest",
+        height=820,
+        margin={"l": 70, "r": 190, "t": 80, "b": 110},
+    )
+    return fig
+
+
+# ---------------------------------------------------------------- static export
+
+
+@contextlib.contextmanager
+def _browser_env(path: str):
+    """Set ``BROWSER_PATH`` for kaleido's browser lookup, then restore it."""
+    old = os.environ.get("BROWSER_PATH")
+    os.environ["BROWSER_PATH"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BROWSER_PATH", None)
+        else:
+            os.environ["BROWSER_PATH"] = old
+
+
+def write_image(
+    fig: go.Figure,
+    path: Union[str, os.PathLike[str]],
+    *,
+    format: Optional[str] = None,
+    width: Optional[int] = None,
+    height: Optional[int] = None,
+    scale: float = 1.0,
+) -> Path:
+    """Export a figure to PNG, SVG or PDF through kaleido and a headless Chromium.
+
+    kaleido (1.x, the ``export`` extra) drives a Chrome or Chromium found by
+    :func:`ibmonitor._browser.find_browser` (``BROWSER_PATH``,
+    ``/usr/bin/chromium``, or ``chromium`` / ``google-chrome`` on ``PATH``),
+    with plotly.js from the installed plotly package and MathJax off, so that
+    export needs no network.
+
+    Parameters
+    ----------
+    fig : plotly.graph_objects.Figure
+        The figure, e.g. from :func:`information_plane` or :func:`dashboard`.
+    path : str or path-like
+        Output file; its suffix gives the format unless ``format`` is given.
+    format : {"png", "svg", "pdf", "jpeg", "webp"}, optional
+        Image format, by default from the suffix of ``path``.
+    width, height : int, optional
+        Size in CSS pixels; by default the figure's own, else 1100 x 600.
+    scale : float, default=1.0
+        Multiplies the resolution of raster formats.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    BrowserNotFoundError
+        When no Chrome or Chromium is found; the message says how to get one
+        (the ``chromium`` system package, or ``BROWSER_PATH``).
+    ModuleNotFoundError
+        When kaleido is not installed.
+    InvalidParameterError
+        For a format other than the ones above.
+    """
+    from ._browser import require_browser
+
+    path = Path(path)
+    owner = "write_image"
+    fmt = format if format is not None else path.suffix.lstrip(".").lower()
+    if fmt not in _IMAGE_FORMATS:
+        raise InvalidParameterError(
+            f"The 'format' parameter of {owner} must be one of "
+            f"{sorted(_IMAGE_FORMATS)} (or given by the suffix of 'path'). Got "
+            f"{fmt!r} instead."
+        )
+    check_param(scale, "scale", owner, kind="real", low=0, low_closed=False)
+    try:
+        import kaleido
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "write_image needs kaleido>=1.0 for static export; install it with "
+            "`pip install 'ibmonitor[export]'` (or `pip install kaleido`)."
+        ) from err
+    browser = require_browser("write_image (static export)")
+    import plotly
+
+    layout = fig.layout
+    opts = {
+        "format": _IMAGE_FORMATS[fmt],
+        "width": width or layout.width or 1100,
+        "height": height or layout.height or 600,
+        "scale": scale,
+    }
+    plotlyjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    kopts: dict = {"mathjax": False}
+    if plotlyjs.is_file():
+        kopts["plotlyjs"] = str(plotlyjs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _browser_env(browser):
+        data = kaleido.calc_fig_sync(fig.to_dict(), opts=opts, kopts=kopts)
+    path.write_bytes(data)
+    logger.info("wrote %s (%d bytes)", path, len(data))
+    return path

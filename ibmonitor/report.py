@@ -1,0 +1,313 @@
+"""A self-contained HTML report of one or more runs (``ibmonitor report``).
+
+The report is one HTML file that works with no network: plotly.js is read
+from the installed plotly package (``plotly/package_data/plotly.min.js``) and
+inlined once in the page head, and every figure is a ``<div>`` with a short
+script that draws it with that copy. It holds, per run, the dashboard of
+:func:`ibmonitor.plotting.dashboard`, one information plane per further
+estimator, the summary table of :func:`ibmonitor.analysis.summary_table` and
+the run's configuration (``run.json``); with several runs, a comparison of
+their information planes comes first. Every run, layer and other name is
+HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+__all__ = ["write_report"]
+
+logger = logging.getLogger(__name__)
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       margin: 0 auto; max-width: 1240px; padding: 1.5rem 2rem; color: #222; }
+h1 { font-size: 1.6rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.3rem; margin-top: 2.5rem; border-bottom: 1px solid #ddd;
+     padding-bottom: 0.3rem; }
+h3 { font-size: 1.05rem; margin-top: 1.5rem; }
+.meta { color: #666; font-size: 0.9rem; }
+nav ul { padding-left: 1.2rem; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1rem; }
+th, td { border: 1px solid #ddd; padding: 0.25rem 0.5rem; text-align: left;
+         vertical-align: top; }
+th { background: #f5f5f5; }
+td.value { font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
+           white-space: pre-wrap; word-break: break-word; max-width: 48rem; }
+.table-wrap { overflow-x: auto; }
+.figure { margin: 0.5rem 0 1rem; }
+details summary { cursor: pointer; color: #444; }
+"""
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _flatten(config: Any, prefix: str = "") -> list:
+    """Flatten nested dicts into (key path, value) rows; lists stay JSON."""
+    rows: list = []
+    if isinstance(config, Mapping) and config:
+        for key, value in config.items():
+            path = f"{prefix} › {key}" if prefix else str(key)
+            rows.extend(_flatten(value, path))
+        return rows
+    if isinstance(config, str):
+        text = config
+    else:
+        try:
+            text = json.dumps(config, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(config)
+    if len(text) > 600:
+        text = text[:600] + " …"
+    return [(prefix, text)]
+
+
+def _config_table(config: Mapping) -> str:
+    rows = _flatten(config)
+    if not rows:
+        return '<p class="meta">No configuration recorded.</p>'
+    body = "\n".join(
+        f'<tr><th scope="row">{_esc(key)}</th><td class="value">{_esc(value)}</td></tr>'
+        for key, value in rows
+    )
+    return (
+        '<div class="table-wrap"><table class="config">'
+        "<thead><tr><th>key</th><th>value</th></tr></thead>"
+        f"<tbody>\n{body}\n</tbody></table></div>"
+    )
+
+
+def _summary_html(run: Any) -> str:
+    from .analysis import summary_table
+
+    table = summary_table(run)
+    if table is None or len(table) == 0:
+        return '<p class="meta">Nothing recorded yet.</p>'
+    # pandas escapes cell text (escape=True); float_format keeps it readable.
+    return (
+        '<div class="table-wrap">'
+        + table.to_html(
+            index=False,
+            escape=True,
+            na_rep="",
+            border=0,
+            classes="summary",
+            float_format=lambda v: f"{v:.4g}",
+        )
+        + "</div>"
+    )
+
+
+def _figure_html(fig: Any, div_id: str) -> str:
+    import plotly.io as pio
+
+    # plotly.io.to_html escapes "</" inside the figure JSON, so no name can
+    # close the script element.
+    return (
+        '<div class="figure">'
+        + pio.to_html(
+            fig,
+            full_html=False,
+            include_plotlyjs=False,
+            include_mathjax=False,
+            div_id=div_id,
+            config={"displaylogo": False, "responsive": True},
+        )
+        + "</div>"
+    )
+
+
+def _plotlyjs() -> str:
+    """plotly.js from the installed plotly package, never a CDN."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def _runs_of(runs: Any) -> list:
+    """Load the report's runs: paths, folders of runs, Run objects, Runs."""
+    from .storage import RUN_FILE, Run, Runs, load_run, load_runs
+
+    items = [runs] if isinstance(runs, (str, os.PathLike, Run, Runs)) else list(runs)
+    if not items:
+        raise ValueError("write_report needs at least one run. Got none.")
+    out: list = []
+    for item in items:
+        if isinstance(item, Runs):
+            out.extend(item.runs)
+        elif isinstance(item, (str, os.PathLike)):
+            if (Path(item) / RUN_FILE).is_file():
+                out.append(load_run(item))
+            else:
+                out.extend(load_runs(item).runs)
+        else:
+            out.append(item)
+    return out
+
+
+def _estimators(run: Any) -> list:
+    info = run.information
+    if info is None or len(info) == 0 or "estimator" not in info:
+        return []
+    return list(dict.fromkeys(info["estimator"].astype(str)))
+
+
+def write_report(
+    runs: Any,
+    output: Union[str, os.PathLike] = "report.html",
+    *,
+    title: Optional[str] = None,
+) -> Path:
+    """Write one self-contained HTML report of one or more runs.
+
+    Parameters
+    ----------
+    runs : path, Run, Runs, or a list of them
+        Run directories, folders of runs, or loaded runs.
+    output : str or path-like, default="report.html"
+        The HTML file to write (its folder is created).
+    title : str, optional
+        Page title; by default ``"ibmonitor report"`` and the run names.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path is neither a run directory nor a folder of runs.
+
+    Notes
+    -----
+    plotly.js (about 4.5 MB) is inlined once; each figure adds only its data.
+    The page loads nothing from the network.
+    """
+    from . import __version__
+    from .plotting import dashboard, information_plane
+
+    loaded = _runs_of(runs)
+    names: list = []
+    for run in loaded:  # unique names, as load_runs gives them
+        base, name, k = str(run.name), str(run.name), 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    output = Path(output)
+    page_title = title or "ibmonitor report: " + ", ".join(names[:5]) + (
+        " …" if len(names) > 5 else ""
+    )
+    sections: list = []
+    n_fig = 0
+
+    def figure(fig: Any) -> str:
+        nonlocal n_fig
+        n_fig += 1
+        return _figure_html(fig, f"ibmonitor-figure-{n_fig}")
+
+    toc = [
+        f'<li><a href="#run-{i + 1}">{_esc(name)}</a></li>'
+        for i, name in enumerate(names)
+    ]
+    if len(loaded) > 1:
+        common = set(_estimators(loaded[0]))
+        for run in loaded[1:]:
+            common &= set(_estimators(run))
+        order = [e for e in _estimators(loaded[0]) if e in common]
+        if order:
+            fig = information_plane(
+                _Named.wrap(loaded, names),
+                estimator=order[0],
+                facet="run",
+                title=f"Information planes ({order[0]})",
+            )
+            sections.append(
+                '<section id="comparison"><h2>Comparison</h2>'
+                + figure(fig)
+                + "</section>"
+            )
+            toc.insert(0, '<li><a href="#comparison">Comparison</a></li>')
+
+    for i, (name, run) in enumerate(zip(names, loaded)):
+        config = dict(run.config or {})
+        status = getattr(run, "status", config.get("status", ""))
+        meta = " · ".join(
+            _esc(f"{label}: {value}")
+            for label, value in (
+                ("status", status),
+                ("started", config.get("started")),
+                ("ended", config.get("ended")),
+                ("seed", config.get("seed")),
+                ("path", getattr(run, "path", None)),
+            )
+            if value not in (None, "")
+        )
+        parts = [
+            f'<section id="run-{i + 1}"><h2>{_esc(name)}</h2>',
+            f'<p class="meta">{meta}</p>',
+            figure(dashboard(_Named(run, name))),
+        ]
+        for estimator in _estimators(run)[1:]:
+            parts.append(
+                figure(information_plane(_Named(run, name), estimator=estimator))
+            )
+        parts.append("<h3>Summary</h3>")
+        parts.append(_summary_html(run))
+        parts.append("<h3>Configuration</h3>")
+        parts.append(_config_table(config))
+        parts.append("</section>")
+        sections.append("\n".join(parts))
+
+    generated = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    page = "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_esc(page_title)}</title>",
+            f"<style>{_CSS}</style>",
+            '<script type="text/javascript">'
+            "window.PlotlyConfig = {MathJaxConfig: 'local'};</script>",
+            f'<script type="text/javascript">{_plotlyjs()}</script>',
+            "</head>",
+            "<body>",
+            f"<h1>{_esc(page_title)}</h1>",
+            f'<p class="meta">Generated {_esc(generated)} by ibmonitor '
+            f"{_esc(__version__)}. Information in bits.</p>",
+            "<nav><ul>" + "".join(toc) + "</ul></nav>",
+            *sections,
+            "</body>",
+            "</html>",
+        ]
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(page, encoding="utf-8")
+    logger.info("wrote %s (%d figures, %d bytes)", output, n_fig, len(page))
+    return output
+
+
+class _Named:
+    """A run seen under another name (unique within the report)."""
+
+    def __init__(self, run: Any, name: str) -> None:
+        self._run = run
+        self.name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._run, attr)
+
+    @staticmethod
+    def wrap(runs: list, names: list) -> list:
+        return [_Named(run, name) for run, name in zip(runs, names)]

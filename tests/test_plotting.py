@@ -1,0 +1,425 @@
+"""Tests of ibmonitor.plotting: information planes, dashboards, static export."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import struct
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from ibmonitor import _browser
+from ibmonitor.exceptions import InvalidParameterError
+from ibmonitor.plotting import (
+    X_TITLE,
+    Y_TITLE,
+    dashboard,
+    information_plane,
+    write_image,
+)
+
+LAYERS = ("fc1", "fc2", "fc3")
+TOTAL_EPOCHS = 1000
+LOG_EPOCHS = sorted(
+    set(np.logspace(0, np.log2(TOTAL_EPOCHS), 20, base=2).astype(int) - 1)
+)
+
+
+def information_frame(layers=LAYERS, epochs=LOG_EPOCHS, seed=0, estimator="binned"):
+    """Synthetic trajectories: fitting (both rise), then compression (I(X;T) falls)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, layer in enumerate(layers):
+        for epoch in epochs:
+            s = math.log1p(epoch) / math.log1p(max(epochs))
+            rows.append(
+                {
+                    "epoch": int(epoch),
+                    "probe": "default",
+                    "layer": layer,
+                    "estimator": estimator,
+                    "i_xt": (10 - 2.5 * k) * (0.6 + 0.4 * math.sin(math.pi * s))
+                    + rng.normal(0, 0.05),
+                    "i_ty": 0.95 * (1 - math.exp(-4 * s)) * (1 - 0.1 * k),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def scalars_frame(epochs=range(0, TOTAL_EPOCHS, 50), measures=True):
+    rows = []
+    for e in epochs:
+        train = 0.7 * math.exp(-5 * e / TOTAL_EPOCHS)
+        test = train + 0.1 * e / TOTAL_EPOCHS
+        rows += [
+            (e, "train_loss", train),
+            (e, "test_loss", test),
+            (e, "gap/loss", test - train),
+            (e, "train_acc", 1 - train / 2),
+            (e, "test_acc", 1 - test / 2),
+            (e, "gap/acc", (test - train) / 2),
+        ]
+        if measures:
+            rows += [
+                (e, "hessian/top_eigenvalue", 1 + 10 * math.log1p(e)),
+                (e, "sharpness/worst_case", 0.01 + 0.001 * e),
+                (e, "norms/total/frobenius", 5 + math.sqrt(e)),
+                (e, "norms/fc1/frobenius", 2.0),  # per layer: not on the dashboard
+                (e, "pac_bayes/bound", 100.0 + e),
+            ]
+    return pd.DataFrame(rows, columns=["epoch", "name", "value"])
+
+
+def fake_run(name="demo", layers=LAYERS, seed=0, scalars=None, schedule="log"):
+    """A Run-like object (what ibmonitor.storage.load_run returns)."""
+    return SimpleNamespace(
+        name=name,
+        path=None,
+        config={
+            "name": name,
+            "seed": seed,
+            "layers": {layer: {"n_units": 4} for layer in layers},
+            "schedule": {"kind": schedule, "total_epochs": TOTAL_EPOCHS},
+        },
+        information=information_frame(layers, seed=seed),
+        scalars=scalars_frame() if scalars is None else scalars,
+    )
+
+
+def plane_traces(fig):
+    return [t for t in fig.data if (t.meta or {}).get("kind") == "information_plane"]
+
+
+def annotation_texts(fig):
+    return [a.text for a in fig.layout.annotations]
+
+
+# --------------------------------------------------------------- information plane
+
+
+def test_information_plane_one_trace_per_layer():
+    fig = information_plane(information_frame())
+    assert isinstance(fig, go.Figure)
+    traces = plane_traces(fig)
+    assert [t.meta["layer"] for t in traces] == list(LAYERS)
+    for trace in traces:
+        assert trace.mode == "lines+markers"
+        assert len(trace.x) == len(LOG_EPOCHS)
+        assert trace.marker.coloraxis == "coloraxis"
+    assert fig.layout.xaxis.title.text == X_TITLE == "I(X;T) (bits)"
+    assert fig.layout.yaxis.title.text == Y_TITLE == "I(T;Y) (bits)"
+    # one colour bar, on the epochs
+    assert fig.layout.coloraxis.colorbar.title.text == "epoch"
+    assert sum(1 for t in fig.data if getattr(t.marker, "showscale", None)) == 0
+
+
+def test_information_plane_values_and_hover():
+    frame = information_frame()
+    fig = information_plane(frame)
+    rows = frame[frame.layer == "fc2"].sort_values("epoch")
+    trace = plane_traces(fig)[1]
+    np.testing.assert_allclose(trace.x, rows.i_xt)
+    np.testing.assert_allclose(trace.y, rows.i_ty)
+    assert [int(c[0]) for c in trace.customdata] == rows.epoch.tolist()
+    for word in ("run", "layer", "epoch", "I(X;T)", "I(T;Y)", "bits"):
+        assert word in trace.hovertemplate
+    assert "$" not in fig.to_json()  # no LaTeX anywhere
+
+
+def test_information_plane_layer_names_at_trajectory_ends():
+    frame = information_frame()
+    fig = information_plane(frame)
+    ends = {a.text: (a.x, a.y) for a in fig.layout.annotations}
+    for layer in LAYERS:
+        last = frame[frame.layer == layer].sort_values("epoch").iloc[-1]
+        assert ends[layer] == pytest.approx((last.i_xt, last.i_ty))
+
+
+def test_information_plane_log_epochs_from_schedule_and_spacing():
+    log_fig = information_plane(fake_run())  # config says "log"
+    colors = np.asarray(plane_traces(log_fig)[0].marker.color)
+    np.testing.assert_allclose(colors, np.log10(np.asarray(LOG_EPOCHS) + 1))
+    bar = log_fig.layout.coloraxis.colorbar
+    assert "100" in bar.ticktext and "0" in bar.ticktext
+    assert bar.tickvals[list(bar.ticktext).index("100")] == pytest.approx(
+        math.log10(101)
+    )
+    # No config: detected from the spacing of the recorded epochs.
+    spaced = information_plane(information_frame())
+    assert spaced.layout.coloraxis.colorbar.ticktext is not None
+    linear = information_plane(information_frame(epochs=range(0, 200, 10)))
+    colors = np.asarray(plane_traces(linear)[0].marker.color)
+    np.testing.assert_allclose(colors, np.arange(0, 200, 10))
+    assert linear.layout.coloraxis.colorbar.ticktext is None
+    # "every" schedule in the config wins over the spacing; explicit option wins.
+    every = information_plane(fake_run(schedule="every"))
+    assert every.layout.coloraxis.colorbar.ticktext is None
+    forced = information_plane(fake_run(schedule="every"), log_epochs=True)
+    assert forced.layout.coloraxis.colorbar.ticktext is not None
+
+
+def test_information_plane_accepts_long_frames_and_selections():
+    wide = information_frame()
+    long = wide.melt(
+        id_vars=["epoch", "probe", "layer", "estimator"],
+        value_vars=["i_xt", "i_ty"],
+        var_name="quantity",
+    )
+    fig = information_plane(long, layers=["fc3", "fc1"])
+    assert [t.meta["layer"] for t in plane_traces(fig)] == ["fc1", "fc3"]
+
+
+def test_information_plane_estimator_choice():
+    frame = pd.concat(
+        [information_frame(), information_frame(estimator="kde", seed=1)],
+        ignore_index=True,
+    )
+    default = information_plane(frame)
+    assert "binned" in default.layout.title.text
+    kde = information_plane(frame, estimator="kde")
+    assert "kde" in kde.layout.title.text
+    assert len(plane_traces(kde)) == len(LAYERS)
+    both = information_plane(frame, facet="estimator")
+    assert len(plane_traces(both)) == 2 * len(LAYERS)
+    assert {a.text for a in both.layout.annotations} >= {"binned", "kde"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"estimator": "knn"}, r"Unknown estimator 'knn'. Available estimators"),
+        ({"layers": ["fc9"]}, r"Unknown layer 'fc9'. Available layers: \['fc1'"),
+        ({"runs": ["nope"]}, "Unknown run 'nope'"),
+        ({"probe": "test"}, "Unknown probe 'test'"),
+        ({"facet": "layer"}, "'facet' parameter of information_plane"),
+        ({"log_epochs": "yes"}, "'log_epochs' parameter"),
+        ({"spread": "iqr"}, "'spread' parameter"),
+        ({"average_seeds": True, "facet": "run"}, "cannot be 'run'"),
+    ],
+    ids=["estimator", "layer", "run", "probe", "facet", "log", "spread", "avg-facet"],
+)
+def test_information_plane_rejects_bad_parameters(kwargs, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        information_plane(fake_run(), **kwargs)
+
+
+def test_information_plane_rejects_bad_input():
+    with pytest.raises(InvalidParameterError, match="lacks the columns"):
+        information_plane(pd.DataFrame({"epoch": [0], "layer": ["a"]}))
+    with pytest.raises(InvalidParameterError, match="expects a Run"):
+        information_plane(42)
+
+
+def test_information_plane_overlays_runs_with_run_in_legend():
+    runs = [fake_run(name="a", seed=0), fake_run(name="b", seed=1)]
+    fig = information_plane(runs)
+    traces = plane_traces(fig)
+    assert len(traces) == 2 * len(LAYERS)
+    assert fig.layout.showlegend
+    legend = [t for t in traces if t.showlegend]
+    assert [t.name for t in legend] == ["a", "b"]
+    assert {t.legendgroup for t in traces} == {"a", "b"}
+    assert traces[0].line.color != traces[-1].line.color
+    # each layer named once, not once per run
+    assert sorted(annotation_texts(fig)) == sorted(LAYERS)
+    only_b = information_plane(runs, runs=["b"])
+    assert len(plane_traces(only_b)) == len(LAYERS)
+
+
+def test_information_plane_same_names_stay_apart():
+    fig = information_plane([fake_run(name="seed"), fake_run(name="seed", seed=1)])
+    assert {t.legendgroup for t in plane_traces(fig)} == {"seed", "seed-2"}
+
+
+def test_information_plane_facets_by_run():
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(3)]
+    fig = information_plane(runs, facet="run")
+    traces = plane_traces(fig)
+    assert len(traces) == 3 * len(LAYERS)
+    assert len({t.xaxis for t in traces}) == 3
+    assert {"s0", "s1", "s2"} <= set(annotation_texts(fig))
+
+
+def test_information_plane_average_seeds_is_the_mean():
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(3)]
+    fig = information_plane(runs, average_seeds=True, spread="std")
+    traces = plane_traces(fig)
+    assert len(traces) == len(LAYERS)
+    frames = pd.concat([r.information for r in runs])
+    expected = frames[frames.layer == "fc1"].groupby("epoch")[["i_xt", "i_ty"]]
+    np.testing.assert_allclose(traces[0].x, expected.mean().i_xt)
+    np.testing.assert_allclose(traces[0].y, expected.mean().i_ty)
+    np.testing.assert_allclose(traces[0].error_x.array, expected.std().i_xt)
+    assert "mean of 3 runs" in fig.layout.title.text
+    assert all(int(c[3]) == 3 for c in traces[0].customdata)
+
+
+def test_information_plane_average_with_missing_epochs():
+    a = fake_run(name="a")
+    b = fake_run(name="b", seed=1)
+    b.information = b.information[b.information.epoch != LOG_EPOCHS[3]]
+    fig = information_plane([a, b], average_seeds=True)
+    trace = plane_traces(fig)[0]
+    counts = {int(c[0]): int(c[3]) for c in trace.customdata}
+    assert counts[LOG_EPOCHS[3]] == 1
+    assert counts[LOG_EPOCHS[4]] == 2
+
+
+def test_information_plane_escapes_names():
+    evil = "<script>alert(1)</script>"
+    run = fake_run(name=f"run {evil}", layers=("fc1", evil))
+    fig = information_plane(run)
+    text = fig.to_json()
+    assert evil not in text
+    assert html.escape(evil, quote=False) in annotation_texts(fig)
+
+
+def test_information_plane_from_storage(tmp_path):
+    storage = pytest.importorskip("ibmonitor.storage")
+    frame = information_frame()
+    with storage.RunWriter(
+        tmp_path / "run", {"layers": {k: {"n_units": 4} for k in LAYERS}}
+    ) as writer:
+        writer.append_information(frame.to_dict("records"))
+    fig = information_plane(tmp_path / "run")  # a path
+    assert len(plane_traces(fig)) == len(LAYERS)
+    runs = storage.load_runs([tmp_path / "run", tmp_path / "run"])
+    assert len(plane_traces(information_plane(storage.load_run(tmp_path / "run")))) == 3
+    assert len(plane_traces(information_plane(runs))) == 3  # one run, deduplicated
+
+
+# --------------------------------------------------------------------- dashboard
+
+
+def test_dashboard_panels_and_shared_log_epoch_axis():
+    fig = dashboard(fake_run())
+    plane = plane_traces(fig)
+    assert len(plane) == len(LAYERS)
+    assert fig.data[: len(LAYERS)] == tuple(plane)
+    scalars = {t.meta["name"] for t in fig.data if t.meta.get("kind") == "scalar"}
+    assert scalars == {
+        "train_loss",
+        "test_loss",
+        "gap/loss",
+        "train_acc",
+        "test_acc",
+        "gap/acc",
+        "hessian/top_eigenvalue",
+        "sharpness/worst_case",
+        "norms/total/frobenius",
+        "pac_bayes/bound",
+    }
+    right = [t for t in fig.data if t.meta.get("kind") == "scalar"]
+    axes = {t.xaxis for t in right}
+    assert len(axes) == 4
+    layout = fig.layout
+    for axis in axes:
+        ax = layout["xaxis" + axis[1:]]
+        assert ax.type == "log"
+        assert ax.matches in (None, "x5") or ax.matches.startswith("x")
+    # shared: all four right-hand x axes match one another
+    matched = {layout["xaxis" + a[1:]].matches for a in axes}
+    assert len(matched - {None}) == 1
+    # epoch 0 is on the log axis at position 1, labelled "0"
+    train = next(t for t in right if t.meta["name"] == "train_loss")
+    assert train.x[0] == 1 and train.customdata[0] == 0
+    assert "not recorded" not in annotation_texts(fig)
+
+
+def test_dashboard_reads_gap_measure_names():
+    scalars = scalars_frame(measures=False)
+    scalars["name"] = (
+        scalars["name"]
+        .map({"train_loss": "gap/train_loss", "test_loss": "gap/test_loss"})
+        .fillna(scalars["name"])
+    )
+    fig = dashboard(fake_run(scalars=scalars))
+    names = {t.meta["name"] for t in fig.data if t.meta.get("kind") == "scalar"}
+    assert {"gap/train_loss", "gap/test_loss", "gap/loss"} <= names
+    assert annotation_texts(fig).count("not recorded") == 2  # sharpness, norms
+
+
+def test_dashboard_missing_measures_say_not_recorded():
+    empty = pd.DataFrame(columns=["epoch", "name", "value"])
+    fig = dashboard(fake_run(scalars=empty))
+    assert annotation_texts(fig).count("not recorded") == 4
+    assert len(plane_traces(fig)) == len(LAYERS)
+    frame_only = dashboard(information_frame())
+    assert annotation_texts(frame_only).count("not recorded") == 4
+    no_info = fake_run()
+    no_info.information = information_frame().iloc[0:0]
+    fig = dashboard(no_info)
+    assert "information not recorded" in annotation_texts(fig)
+    assert not plane_traces(fig)
+
+
+def test_dashboard_linear_epochs_for_an_even_schedule():
+    run = fake_run(schedule="every")
+    run.information = information_frame(epochs=range(0, 1000, 50))
+    fig = dashboard(run)
+    right = [t for t in fig.data if t.meta.get("kind") == "scalar"]
+    assert all(fig.layout["xaxis" + t.xaxis[1:]].type != "log" for t in right)
+    assert right[0].x[0] == 0
+
+
+def test_dashboard_rejects_several_runs():
+    with pytest.raises(InvalidParameterError, match="dashboard draws one run"):
+        dashboard([fake_run(name="a"), fake_run(name="b")])
+
+
+# ------------------------------------------------------------------ static export
+
+
+def test_find_browser_order(monkeypatch, tmp_path):
+    exe = tmp_path / "my-chrome"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("BROWSER_PATH", str(exe))
+    assert _browser.find_browser() == str(exe)
+    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "missing"))
+    monkeypatch.setattr(_browser, "DEBIAN_CHROMIUM", str(tmp_path / "none"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert _browser.find_browser() is None
+    (tmp_path / "chromium").write_text("#!/bin/sh\n")
+    (tmp_path / "chromium").chmod(0o755)
+    assert _browser.find_browser() == str(tmp_path / "chromium")
+
+
+def test_write_image_without_browser_says_how_to_get_one(monkeypatch, tmp_path):
+    pytest.importorskip("kaleido")
+    monkeypatch.setattr(_browser, "find_browser", lambda: None)
+    with pytest.raises(FileNotFoundError, match="install the 'chromium' system"):
+        write_image(information_plane(information_frame()), tmp_path / "a.png")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_write_image_rejects_unknown_format(tmp_path):
+    with pytest.raises(InvalidParameterError, match="'format' parameter"):
+        write_image(go.Figure(), tmp_path / "a.gif")
+
+
+def _require_browser():
+    path = _browser.find_browser()
+    if path is None:
+        if os.environ.get("IBMONITOR_REQUIRE_BROWSER") == "1":
+            pytest.fail("IBMONITOR_REQUIRE_BROWSER=1 but no Chrome/Chromium found")
+        pytest.skip("no Chrome or Chromium found (set BROWSER_PATH)")
+    pytest.importorskip("kaleido")
+    return path
+
+
+@pytest.mark.browser
+def test_write_image_png_for_real(tmp_path):
+    _require_browser()
+    fig = information_plane(fake_run())
+    path = write_image(fig, tmp_path / "plane.png", width=640, height=400)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (640, 400)
+    assert len(data) > 10_000  # a real plot, not a blank canvas

@@ -1,0 +1,358 @@
+"""The "Information Plane" tab: a dynamic TensorBoard plugin named ``ibmonitor``.
+
+TensorBoard finds the plugin through the ``tensorboard_plugins`` entry point
+(``ibmonitor = ibmonitor.tensorboard.plugin:InformationPlanePlugin``) and shows it
+in an iframe whose ES module is ``static/index.js``. The plugin reads only
+through TensorBoard's data provider, so it works on any log directory
+TensorBoard can read (local, remote, the fast Rust loader or the Python one).
+
+Routes (under ``/data/plugin/ibmonitor``)
+-----------------------------------------
+``/runs``
+    ``[{"run", "estimators", "probes", "layers", "max_step", "max_wall_time"}]``
+    for every run with information-plane data, sorted by run name.
+``/information?run=R[&estimator=E][&probe=P]``
+    ``{"run": R, "series": [{"probe", "estimator", "layer", "layer_index",
+    "epochs", "i_xt", "i_ty"}]}``, one series per layer in model order; values
+    in bits, non-finite values as ``null``.
+``/scalars?run=R``
+    ``{"run": R, "panels": {"loss": {tag: {"epochs", "values"}}, "accuracy": ...,
+    "sharpness": ..., "saturation": ...}}``: train and test loss and accuracy
+    with the generalization gap (``train_loss``, ``test_loss``, ``gap/loss``,
+    ...; the gap measure's own ``gap/train_loss``... where the plain ones are
+    missing), sharpness (``sharpness/*``, ``hessian/*``, ``pac_bayes/*``) and
+    saturation (``saturation/*``) scalars of the run.
+``/static/index.js``, ``/static/plotly.min.js``
+    The front end, and plotly.js from the installed plotly package (nothing is
+    loaded from a CDN).
+
+The data are the tensor summaries written by
+:class:`ibmonitor.tensorboard.writer.TensorBoardWriter`: tag
+``ibmonitor/<probe>/<estimator>/<layer>``, a float64 tensor ``[i_xt, i_ty]``
+per epoch, plugin name ``ibmonitor``, ``DATA_CLASS_TENSOR``, and the JSON
+``{"version", "probe", "estimator", "layer", "layer_index"}`` as plugin content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+from tensorboard import errors, plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+__all__ = ["PLUGIN_NAME", "InformationPlanePlugin"]
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_NAME = "ibmonitor"
+TAB_NAME = "Information Plane"
+_STATIC = Path(__file__).resolve().parent / "static"
+# Without a --samples_per_plugin hint, keep this many points per time series.
+_DEFAULT_DOWNSAMPLING = 100_000
+_PANELS = {
+    "loss": re.compile(r"^((gap/)?(train|test)_loss|gap/loss)$"),
+    "accuracy": re.compile(r"^((gap/)?(train|test)_acc|gap/acc)$"),
+    "sharpness": re.compile(r"^(sharpness|hessian|pac_bayes|expected_sharpness)/.+"),
+    "saturation": re.compile(r"^saturation/.+"),
+}
+_PANEL_ORDER = ("train", "test", "gap/train", "gap/test", "gap/")
+
+
+class InformationPlanePlugin(base_plugin.TBPlugin):
+    """Information-plane trajectories, gap and sharpness in one TensorBoard tab.
+
+    Parameters
+    ----------
+    context : tensorboard.plugins.base_plugin.TBContext
+        Given by TensorBoard; only ``data_provider`` and ``sampling_hints`` are
+        used.
+    """
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext) -> None:
+        self._data_provider = context.data_provider
+        hints = context.sampling_hints or {}
+        self._downsample = _downsample_hint(hints.get(PLUGIN_NAME))
+        self._scalar_downsample = _downsample_hint(hints.get("scalars"))
+
+    # ------------------------------------------------------------ TBPlugin API
+    def get_plugin_apps(self) -> dict:
+        """Return the plugin's routes (see the module docstring)."""
+        return {
+            "/runs": self._serve_runs,
+            "/information": self._serve_information,
+            "/scalars": self._serve_scalars,
+            "/static/index.js": self._serve_index_js,
+            "/static/plotly.min.js": self._serve_plotly,
+        }
+
+    def is_active(self) -> bool:
+        """Return True if any run has information-plane tensors.
+
+        TensorBoard first asks its data provider which plugins have data, which
+        already covers this plugin; this answers the same question directly.
+        """
+        if self._data_provider is None:
+            return False
+        try:
+            listing = self._data_provider.list_tensors(
+                _request_context(), experiment_id="", plugin_name=PLUGIN_NAME
+            )
+        except Exception:  # a provider that cannot answer without a request
+            logger.debug("is_active: the data provider could not list tensors")
+            return False
+        return any(listing.values()) if listing else False
+
+    def frontend_metadata(self) -> base_plugin.FrontendMetadata:
+        """Load ``static/index.js`` as an ES module, under the tab's name."""
+        return base_plugin.FrontendMetadata(
+            es_module_path="/static/index.js", tab_name=TAB_NAME
+        )
+
+    # ----------------------------------------------------------------- routes
+    @wrappers.Request.application
+    def _serve_index_js(self, request: wrappers.Request) -> wrappers.Response:
+        body = (_STATIC / "index.js").read_bytes()
+        return http_util.Respond(request, body, "application/javascript")
+
+    @wrappers.Request.application
+    def _serve_plotly(self, request: wrappers.Request) -> wrappers.Response:
+        try:
+            body = plotly_js_path().read_bytes()
+        except (FileNotFoundError, ModuleNotFoundError) as error:
+            raise errors.NotFoundError(
+                "plotly.min.js is not available: install the 'plotly' package"
+            ) from error
+        return http_util.Respond(request, body, "application/javascript", expires=3600)
+
+    @wrappers.Request.application
+    def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        return http_util.Respond(
+            request, self.runs_impl(ctx, experiment=experiment), "application/json"
+        )
+
+    @wrappers.Request.application
+    def _serve_information(self, request: wrappers.Request) -> wrappers.Response:
+        run = request.args.get("run")
+        if run is None:
+            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        body = self.information_impl(
+            ctx,
+            experiment=experiment,
+            run=run,
+            estimator=request.args.get("estimator") or None,
+            probe=request.args.get("probe") or None,
+        )
+        return http_util.Respond(request, _dumps(body), "application/json")
+
+    @wrappers.Request.application
+    def _serve_scalars(self, request: wrappers.Request) -> wrappers.Response:
+        run = request.args.get("run")
+        if run is None:
+            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        body = self.scalars_impl(ctx, experiment=experiment, run=run)
+        return http_util.Respond(request, _dumps(body), "application/json")
+
+    # ---------------------------------------------------------- implementations
+    def runs_impl(self, ctx: Any, *, experiment: str) -> list:
+        """List the runs with information-plane data (body of ``/runs``)."""
+        listing = self._list(ctx, experiment=experiment)
+        result = []
+        for run in sorted(listing):
+            series = listing[run]
+            if not series:
+                continue
+            meta = [info for info, _ in series.values()]
+            layers = sorted(
+                {(info["layer_index"], info["layer"]) for info in meta},
+            )
+            result.append(
+                {
+                    "run": run,
+                    "estimators": sorted({info["estimator"] for info in meta}),
+                    "probes": sorted(
+                        {info["probe"] for info in meta},
+                        key=lambda probe: (probe != "default", probe),
+                    ),
+                    "layers": list(dict.fromkeys(name for _, name in layers)),
+                    "max_step": max(ts.max_step for _, ts in series.values()),
+                    "max_wall_time": max(ts.max_wall_time for _, ts in series.values()),
+                }
+            )
+        return result
+
+    def information_impl(
+        self,
+        ctx: Any,
+        *,
+        experiment: str,
+        run: str,
+        estimator: Optional[str] = None,
+        probe: Optional[str] = None,
+    ) -> dict:
+        """Trajectories of every layer of one run (body of ``/information``)."""
+        listing = self._list(ctx, experiment=experiment, runs=[run]).get(run, {})
+        wanted = {
+            tag: info
+            for tag, (info, _) in listing.items()
+            if (estimator is None or info["estimator"] == estimator)
+            and (probe is None or info["probe"] == probe)
+        }
+        series = []
+        if wanted:
+            data = self._data_provider.read_tensors(
+                ctx,
+                experiment_id=experiment,
+                plugin_name=PLUGIN_NAME,
+                downsample=self._downsample,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(wanted)),
+            ).get(run, {})
+            for tag, info in wanted.items():
+                points = data.get(tag, [])
+                values = [point.numpy.reshape(-1) for point in points]
+                series.append(
+                    {
+                        "probe": info["probe"],
+                        "estimator": info["estimator"],
+                        "layer": info["layer"],
+                        "layer_index": info["layer_index"],
+                        "epochs": [int(point.step) for point in points],
+                        "i_xt": [_finite(v[0]) if v.size > 0 else None for v in values],
+                        "i_ty": [_finite(v[1]) if v.size > 1 else None for v in values],
+                    }
+                )
+        series.sort(
+            key=lambda s: (s["probe"], s["estimator"], s["layer_index"], s["layer"])
+        )
+        return {"run": run, "series": series}
+
+    def scalars_impl(self, ctx: Any, *, experiment: str, run: str) -> dict:
+        """Gap, sharpness and saturation scalars of one run (body of ``/scalars``)."""
+        listing = self._data_provider.list_scalars(
+            ctx,
+            experiment_id=experiment,
+            plugin_name="scalars",
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        ).get(run, {})
+        panel_of = {}
+        for tag in listing:
+            for panel, pattern in _PANELS.items():
+                if pattern.match(tag):
+                    panel_of[tag] = panel
+                    break
+        # The gap measure repeats the train and test values; show its copies only
+        # when the run has no plain train_loss / test_loss (... _acc) scalars.
+        for tag in list(panel_of):
+            if tag.startswith("gap/") and tag[len("gap/") :] in panel_of:
+                del panel_of[tag]
+        panels: dict = {name: {} for name in _PANELS}
+        if panel_of:
+            data = self._data_provider.read_scalars(
+                ctx,
+                experiment_id=experiment,
+                plugin_name="scalars",
+                downsample=self._scalar_downsample,
+                run_tag_filter=provider.RunTagFilter(runs=[run], tags=list(panel_of)),
+            ).get(run, {})
+            for tag in sorted(panel_of, key=_panel_sort_key):
+                points = data.get(tag, [])
+                panels[panel_of[tag]][tag] = {
+                    "epochs": [int(p.step) for p in points],
+                    "values": [_finite(p.value) for p in points],
+                }
+        return {"run": run, "panels": panels}
+
+    # ---------------------------------------------------------------- helpers
+    def _list(self, ctx: Any, *, experiment: str, runs: Optional[list] = None) -> dict:
+        """Return {run: {tag: (parsed plugin content, TensorTimeSeries)}}."""
+        if self._data_provider is None:
+            return {}
+        listing = self._data_provider.list_tensors(
+            ctx,
+            experiment_id=experiment,
+            plugin_name=PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=runs) if runs else None,
+        )
+        result: dict = {}
+        for run, tags in (listing or {}).items():
+            for tag, series in tags.items():
+                info = _parse_content(tag, series.plugin_content)
+                if info is not None:
+                    result.setdefault(run, {})[tag] = (info, series)
+        return result
+
+
+def plotly_js_path() -> Path:
+    """Return the path of ``plotly.min.js`` inside the installed plotly package."""
+    files = resources.files("plotly") / "package_data" / "plotly.min.js"
+    path = Path(str(files))
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    return path
+
+
+def _parse_content(tag: str, content: bytes) -> Optional[dict]:
+    """Read the plugin content of a tag; None for data this plugin cannot read."""
+    try:
+        info = json.loads(content.decode("utf-8")) if content else {}
+    except (UnicodeDecodeError, ValueError):
+        logger.warning("Ignoring tag %r: its ibmonitor metadata is not JSON.", tag)
+        return None
+    if not isinstance(info, dict) or int(info.get("version", 0)) > 1:
+        logger.warning("Ignoring tag %r: unknown ibmonitor data version.", tag)
+        return None
+    parts = tag.split("/")
+    layer = info.get("layer") or (parts[-1] if parts else tag)
+    return {
+        "probe": str(info.get("probe") or (parts[1] if len(parts) > 3 else "default")),
+        "estimator": str(
+            info.get("estimator") or (parts[-2] if len(parts) > 2 else "")
+        ),
+        "layer": str(layer),
+        "layer_index": int(info.get("layer_index", 0)),
+    }
+
+
+def _panel_sort_key(tag: str) -> tuple:
+    """Train before test before the gap; otherwise alphabetical."""
+    rank = next(
+        (i for i, prefix in enumerate(_PANEL_ORDER) if tag.startswith(prefix)),
+        len(_PANEL_ORDER),
+    )
+    return (rank, tag)
+
+
+def _downsample_hint(hint: Optional[int]) -> int:
+    # --samples_per_plugin NAME=0 means "keep every sample".
+    return _DEFAULT_DOWNSAMPLING if not hint else int(hint)
+
+
+def _finite(value: Any) -> Optional[float]:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _dumps(body: Any) -> str:
+    return json.dumps(body, allow_nan=False)
+
+
+def _request_context() -> Any:
+    from tensorboard import context
+
+    return context.RequestContext()

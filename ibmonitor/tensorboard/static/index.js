@@ -1,0 +1,379 @@
+// ibmonitor "Information Plane" tab: an ES module that TensorBoard loads inside
+// an iframe whose base URL is the plugin's route prefix (data/plugin/ibmonitor/),
+// so every fetch below is relative to the plugin. plotly.js comes from the
+// plugin's own route (the installed plotly package): nothing from a CDN.
+
+const REFRESH_MS = 15000;
+const PLOTLY_URL = './static/plotly.min.js';
+const CONFIG = {displaylogo: false, responsive: true};
+const PANELS = [
+  {key: 'loss', title: 'Loss and generalization gap', yTitle: 'loss'},
+  {key: 'accuracy', title: 'Accuracy and generalization gap', yTitle: 'accuracy'},
+  {key: 'sharpness', title: 'Sharpness', yTitle: 'value'},
+  {key: 'saturation', title: 'Saturated units (tanh, sigmoid)', yTitle: 'fraction'},
+];
+
+const state = {
+  runs: [],
+  run: null,
+  estimator: null,
+  probe: null,
+  live: true,
+  planeKey: null,
+  scalarsKey: null,
+  timer: null,
+};
+
+export async function render() {
+  document.title = 'Information Plane';
+  document.head.appendChild(el('style', {}, CSS));
+  const ui = buildUi();
+  document.body.appendChild(ui.root);
+  try {
+    await loadPlotly();
+  } catch (error) {
+    ui.status.textContent = 'Could not load plotly.js from the plugin: ' + error;
+    return;
+  }
+  await refresh(ui, true);
+  state.timer = setInterval(() => {
+    if (state.live && document.visibilityState !== 'hidden') refresh(ui, false);
+  }, REFRESH_MS);
+}
+
+// ------------------------------------------------------------------ data flow
+async function refresh(ui, force) {
+  try {
+    const runs = await getJson('./runs');
+    const namesChanged =
+      runs.map((r) => r.run).join('\n') !== state.runs.map((r) => r.run).join('\n');
+    state.runs = runs;
+    if (!runs.length) {
+      ui.empty.hidden = false;
+      ui.main.hidden = true;
+      ui.status.textContent = 'Waiting for data…';
+      markReady();
+      return;
+    }
+    ui.empty.hidden = true;
+    ui.main.hidden = false;
+    if (namesChanged || force) fillRuns(ui);
+    fillChoices(ui);
+    await draw(ui, force);
+    ui.status.textContent = 'Updated ' + new Date().toLocaleTimeString();
+  } catch (error) {
+    ui.status.textContent = 'Could not refresh: ' + error.message;
+  }
+}
+
+async function draw(ui, force) {
+  const run = currentRun();
+  if (!run) return;
+  const planeKey = [run.run, state.estimator, state.probe, run.max_step,
+    run.max_wall_time, run.layers.length].join('|');
+  if (force || planeKey !== state.planeKey) {
+    const query = new URLSearchParams({run: run.run});
+    if (state.estimator) query.set('estimator', state.estimator);
+    if (state.probe) query.set('probe', state.probe);
+    const info = await getJson('./information?' + query);
+    drawPlane(ui.plane, info, run);
+    state.planeKey = planeKey;
+  }
+  const scalars = await getJson('./scalars?' + new URLSearchParams({run: run.run}));
+  const scalarsKey = run.run + '|' + JSON.stringify(scalars.panels);
+  if (force || scalarsKey !== state.scalarsKey) {
+    // Show every panel that has data before drawing, so that each plot is
+    // laid out at its final width.
+    for (const panel of PANELS) {
+      const tags = scalars.panels[panel.key] || {};
+      ui.panels[panel.key].hidden = Object.keys(tags).length === 0;
+    }
+    for (const panel of PANELS) {
+      drawPanel(ui.panels[panel.key], panel, scalars.panels[panel.key] || {}, run);
+    }
+    state.scalarsKey = scalarsKey;
+  }
+  markReady();
+}
+
+function currentRun() {
+  return state.runs.find((r) => r.run === state.run) || null;
+}
+
+// ---------------------------------------------------------------------- plots
+function drawPlane(div, info, run) {
+  const series = info.series || [];
+  const allEpochs = series.flatMap((s) => s.epochs);
+  const scale = epochScale(allEpochs);
+  const traces = series.map((s, i) => {
+    const last = lastFinite(s.i_xt, s.i_ty);
+    return {
+      type: 'scatter',
+      mode: 'lines+markers+text',
+      name: escapeText(s.layer),
+      x: s.i_xt,
+      y: s.i_ty,
+      customdata: s.epochs,
+      text: s.epochs.map((_, k) => (k === last ? escapeText(s.layer) : '')),
+      textposition: 'top right',
+      textfont: {size: 11},
+      cliponaxis: false,
+      hovertemplate:
+        '<b>' + escapeText(s.layer) + '</b><br>epoch %{customdata}' +
+        '<br>I(X;T) = %{x:.3f} bits<br>I(T;Y) = %{y:.3f} bits<extra></extra>',
+      line: {color: 'rgba(130, 130, 130, 0.55)', width: 1.2},
+      marker: {
+        size: 8,
+        color: s.epochs.map(scale.value),
+        colorscale: 'Viridis',
+        cmin: scale.min,
+        cmax: scale.max,
+        showscale: i === 0,
+        colorbar: i === 0 ? {
+          title: {text: 'epoch'},
+          tickvals: scale.tickvals,
+          ticktext: scale.ticktext,
+          thickness: 14,
+        } : undefined,
+        line: {width: 0},
+      },
+    };
+  });
+  const probeText = state.probe && state.probe !== 'default' ? ' · ' + state.probe : '';
+  const layout = {
+    title: {text: escapeText('Information plane · ' + (state.estimator || '') + probeText)},
+    xaxis: {title: {text: 'I(X;T) [bits]'}, zeroline: false},
+    yaxis: {title: {text: 'I(T;Y) [bits]'}, zeroline: false},
+    legend: {orientation: 'h', y: -0.18, x: 0},
+    margin: {l: 64, r: 24, t: 48, b: 64},
+    hovermode: 'closest',
+    uirevision: [run.run, state.estimator, state.probe].join('|'),
+  };
+  window.Plotly.react(div, traces, layout, CONFIG);
+}
+
+function drawPanel(box, panel, tags, run) {
+  const names = Object.keys(tags);
+  if (!names.length) return;
+  const traces = names.map((tag) => ({
+    type: 'scatter',
+    mode: 'lines+markers',
+    name: escapeText(tag),
+    x: tags[tag].epochs,
+    y: tags[tag].values,
+    marker: {size: 5},
+    hovertemplate: escapeText(tag) + '<br>epoch %{x}<br>%{y:.4g}<extra></extra>',
+  }));
+  const layout = {
+    title: {text: panel.title, font: {size: 14}},
+    xaxis: {title: {text: 'epoch'}},
+    yaxis: {title: {text: panel.yTitle}, rangemode: panel.key === 'saturation' ? 'tozero' : 'normal'},
+    legend: {orientation: 'h', y: -0.3, x: 0, font: {size: 10}},
+    margin: {l: 56, r: 16, t: 40, b: 40},
+    uirevision: run.run,
+  };
+  window.Plotly.react(box.querySelector('.ibm-plot'), traces, layout, CONFIG);
+}
+
+// Colour epochs on a log scale when the schedule is log-spaced (many early
+// epochs, few late ones), linearly otherwise.
+function epochScale(epochs) {
+  const unique = [...new Set(epochs)].sort((a, b) => a - b);
+  const max = unique.length ? unique[unique.length - 1] : 1;
+  const min = unique.length ? unique[0] : 0;
+  const median = unique.length ? unique[Math.floor(unique.length / 2)] : 0;
+  const log = unique.length >= 5 && max >= 50 && median < 0.2 * max;
+  if (!log) {
+    return {value: (e) => e, min, max: Math.max(max, min + 1), tickvals: undefined, ticktext: undefined};
+  }
+  const ticks = [];
+  for (let p = 1; p <= max * 10; p *= 10) {
+    for (const m of [1, 3]) {
+      const t = p * m;
+      if (t >= min && t <= max) ticks.push(t);
+    }
+  }
+  if (min === 0) ticks.unshift(0);
+  const f = (e) => Math.log10(e + 1);
+  return {value: f, min: f(min), max: f(max), tickvals: ticks.map(f), ticktext: ticks.map(String)};
+}
+
+function lastFinite(xs, ys) {
+  for (let k = xs.length - 1; k >= 0; k--) {
+    if (xs[k] !== null && ys[k] !== null) return k;
+  }
+  return -1;
+}
+
+// ------------------------------------------------------------------ controls
+function buildUi() {
+  const runSelect = el('select', {id: 'ibm-run', title: 'run'});
+  const estimatorSelect = el('select', {id: 'ibm-estimator', title: 'estimator'});
+  const probeSelect = el('select', {id: 'ibm-probe', title: 'probe set'});
+  const live = el('input', {type: 'checkbox', id: 'ibm-live'});
+  live.checked = true;
+  const status = el('span', {id: 'ibm-status', class: 'ibm-status'}, 'Loading…');
+  const probeLabel = el('label', {}, ['Probe ', probeSelect]);
+  const toolbar = el('div', {class: 'ibm-toolbar'}, [
+    el('label', {}, ['Run ', runSelect]),
+    el('label', {}, ['Estimator ', estimatorSelect]),
+    probeLabel,
+    el('label', {title: 'reload new epochs every 15 s while the run trains'},
+      [live, ' Live']),
+    status,
+  ]);
+  const plane = el('div', {id: 'ibm-plane', class: 'ibm-plane'});
+  const panels = {};
+  const panelRow = el('div', {class: 'ibm-panels'});
+  for (const panel of PANELS) {
+    const box = el('div', {class: 'ibm-panel', id: 'ibm-' + panel.key + '-box'}, [
+      el('div', {id: 'ibm-' + panel.key, class: 'ibm-plot'}),
+    ]);
+    box.hidden = true;
+    panels[panel.key] = box;
+    panelRow.appendChild(box);
+  }
+  const empty = el('div', {class: 'ibm-empty'}, [
+    el('h3', {}, 'No information-plane data yet'),
+    el('p', {}, 'Train with ibmonitor.InformationMonitor(..., logdir=RUN_DIR, ' +
+      'tensorboard=True) and point TensorBoard at RUN_DIR (or its parent): ' +
+      'this tab updates as epochs are recorded.'),
+  ]);
+  empty.hidden = true;
+  const main = el('div', {}, [plane, panelRow]);
+  // Plotly's "responsive" follows the window only; follow the containers too.
+  if (window.ResizeObserver) {
+    const observer = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const plot = entry.target;
+        if (window.Plotly && plot.data && plot.offsetWidth > 0) {
+          window.Plotly.Plots.resize(plot);
+        }
+      }
+    });
+    observer.observe(plane);
+    for (const box of Object.values(panels)) {
+      observer.observe(box.querySelector('.ibm-plot'));
+    }
+  }
+  const root = el('div', {class: 'ibm-root'}, [toolbar, empty, main]);
+  const ui = {root, runSelect, estimatorSelect, probeSelect, probeLabel, live,
+    status, plane, panels, empty, main};
+
+  runSelect.addEventListener('change', () => {
+    state.run = runSelect.value;
+    state.estimator = null;
+    state.probe = null;
+    fillChoices(ui);
+    draw(ui, true).catch(showError(ui));
+  });
+  estimatorSelect.addEventListener('change', () => {
+    state.estimator = estimatorSelect.value;
+    draw(ui, true).catch(showError(ui));
+  });
+  probeSelect.addEventListener('change', () => {
+    state.probe = probeSelect.value;
+    draw(ui, true).catch(showError(ui));
+  });
+  live.addEventListener('change', () => {
+    state.live = live.checked;
+    if (state.live) refresh(ui, false);
+  });
+  return ui;
+}
+
+function fillRuns(ui) {
+  const names = state.runs.map((r) => r.run);
+  if (!names.includes(state.run)) state.run = names[0];
+  setOptions(ui.runSelect, names, state.run);
+}
+
+function fillChoices(ui) {
+  const run = currentRun();
+  if (!run) return;
+  if (!run.estimators.includes(state.estimator)) state.estimator = run.estimators[0];
+  if (!run.probes.includes(state.probe)) {
+    state.probe = run.probes.includes('default') ? 'default' : run.probes[0];
+  }
+  setOptions(ui.estimatorSelect, run.estimators, state.estimator);
+  setOptions(ui.probeSelect, run.probes, state.probe);
+  ui.probeLabel.hidden = run.probes.length < 2;
+}
+
+function setOptions(select, values, selected) {
+  const current = [...select.options].map((o) => o.value);
+  if (current.join('\n') !== values.join('\n')) {
+    select.replaceChildren(...values.map((v) => {
+      const option = document.createElement('option');
+      option.value = v;
+      option.textContent = v; // text, never HTML: names come from the log directory
+      return option;
+    }));
+  }
+  select.value = selected;
+}
+
+function showError(ui) {
+  return (error) => {
+    ui.status.textContent = 'Error: ' + error.message;
+  };
+}
+
+function markReady() {
+  document.body.dataset.ibmonitorReady = 'true';
+}
+
+// ------------------------------------------------------------------- helpers
+function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = PLOTLY_URL;
+    script.onload = () => resolve(window.Plotly);
+    script.onerror = () => reject(new Error('failed to load ' + PLOTLY_URL));
+    document.head.appendChild(script);
+  });
+}
+
+async function getJson(url) {
+  const response = await fetch(url, {headers: {'X-Requested-With': 'ibmonitor'}});
+  if (!response.ok) throw new Error(url + ': HTTP ' + response.status);
+  return response.json();
+}
+
+// Plotly renders a small subset of HTML in names and hover text; show names as text.
+function escapeText(value) {
+  return String(value)
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/%/g, '&#37;');
+}
+
+function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  if (children !== undefined && children !== null) {
+    for (const child of Array.isArray(children) ? children : [children]) {
+      node.append(child);
+    }
+  }
+  return node;
+}
+
+const CSS = `
+  body { margin: 0; font-family: Roboto, "Helvetica Neue", Arial, sans-serif;
+         color: #212121; background: #fff; }
+  .ibm-root { padding: 12px 16px; }
+  .ibm-toolbar { display: flex; flex-wrap: wrap; gap: 16px; align-items: center;
+                 padding-bottom: 8px; border-bottom: 1px solid #e0e0e0; font-size: 13px; }
+  .ibm-toolbar select { font-size: 13px; padding: 2px 4px; max-width: 28em; }
+  .ibm-status { color: #757575; margin-left: auto; font-size: 12px; }
+  .ibm-plane { height: 560px; margin-top: 8px; }
+  .ibm-panels { display: grid; gap: 8px;
+                grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
+  .ibm-panel { min-width: 0; }
+  .ibm-panel .ibm-plot { height: 300px; }
+  .ibm-empty { color: #616161; padding: 24px 0; max-width: 48em; }
+  [hidden] { display: none !important; }
+`;

@@ -7,7 +7,8 @@ recorded epoch) beside the generalization gap and the sharpness of the minimum.
 >>> monitor = ibmonitor.InformationMonitor(model, inputs=x, labels=y, logdir="runs/a")
 ... # doctest: +SKIP
 
-Heavy parts (plotly, tensorboard) are imported only by the functions that use them.
+Every submodule is imported on first use, so ``import ibmonitor`` loads no
+torch, plotly or tensorboard (the TensorBoard plugin imports the package).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import importlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from . import estimators, schedules
 from .exceptions import (
     EstimationWarning,
     IBMonitorWarning,
@@ -38,6 +38,8 @@ _LAZY = {
     "measures": ("ibmonitor.measures", None),
     "plotting": ("ibmonitor.plotting", None),
     "datasets": ("ibmonitor.datasets", None),
+    "estimators": ("ibmonitor.estimators", None),
+    "schedules": ("ibmonitor.schedules", None),
 }
 
 __all__ = [

@@ -1,0 +1,425 @@
+"""Data handling shared by the measures: batches on the model's device, losses.
+
+``data`` is either a pair ``(inputs, targets)`` of arrays or tensors, cut here
+into batches of ``batch_size``, or any iterable of ``(inputs, targets)`` batches
+(a :class:`torch.utils.data.DataLoader`). Every batch is moved to the model's
+device; floating inputs and targets are cast to the model's floating dtype.
+
+The module also keeps operation counters (Hessian-vector products, gradient
+evaluations, forward passes over a batch) that the benchmark reads through
+:func:`counting`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import as_tensor, check_consistent_samples, check_param
+from ..exceptions import InvalidParameterError
+from ._state import preserved_rng
+
+__all__ = [
+    "Batches",
+    "OperationCounts",
+    "batch_accuracy",
+    "counting",
+    "evaluate",
+    "iter_batches",
+    "load_batches",
+    "loss_and_grad",
+    "mean_loss",
+    "model_device",
+    "model_dtype",
+    "parameter_groups",
+    "trainable_parameters",
+]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------- counters ---
+@dataclass
+class OperationCounts:
+    """Operations done by the measures since the counter started.
+
+    Attributes
+    ----------
+    hvp : int
+        Hessian-vector products, each over all the batches a measure uses.
+    grad : int
+        Gradient evaluations of the loss, each over all the batches used.
+    forward : int
+        Forward passes of one batch (a full pass over ``b`` batches counts ``b``).
+    """
+
+    hvp: int = 0
+    grad: int = 0
+    forward: int = 0
+
+
+_COUNTS = OperationCounts()
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[OperationCounts]:
+    """Count the operations done inside the block.
+
+    Yields an :class:`OperationCounts` that holds the counts when the block
+    ends (it is filled in on exit).
+
+    Examples
+    --------
+    >>> with counting() as counts:  # doctest: +SKIP
+    ...     hessian_eigenvalues(model, loss_fn, data)
+    >>> counts.hvp  # doctest: +SKIP
+    23
+    """
+    start = OperationCounts(_COUNTS.hvp, _COUNTS.grad, _COUNTS.forward)
+    result = OperationCounts()
+    try:
+        yield result
+    finally:
+        result.hvp = _COUNTS.hvp - start.hvp
+        result.grad = _COUNTS.grad - start.grad
+        result.forward = _COUNTS.forward - start.forward
+
+
+def _count(kind: str, n: int = 1) -> None:
+    setattr(_COUNTS, kind, getattr(_COUNTS, kind) + n)
+
+
+# ------------------------------------------------------------------- model ---
+def model_device(model: nn.Module) -> torch.device:
+    """Return the device of the model's first parameter (or buffer), else CPU."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Return the dtype of the model's first floating parameter (or float32)."""
+    for t in model.parameters():
+        if torch.is_floating_point(t):
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def trainable_parameters(
+    model: nn.Module, params: Any = None, *, owner: str = "measure"
+) -> List[Tuple[str, nn.Parameter]]:
+    """Return ``(name, parameter)`` pairs selected by ``params``.
+
+    Parameters
+    ----------
+    model : Module
+    params : None, str or sequence of str or Parameter
+        ``None``: every parameter that requires grad. Strings name parameters
+        (``"fc1.weight"``) or modules (``"fc1"``: all of its parameters).
+    owner : str
+        Function name used in error messages.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if params is None:
+        if not named:
+            raise InvalidParameterError(
+                f"The model passed to {owner} has no parameters that require grad."
+            )
+        return named
+    if isinstance(params, (str, nn.Parameter, torch.Tensor)):
+        params = [params]
+    by_name = dict(named)
+    by_id = {id(p): n for n, p in named}
+    modules = dict(model.named_modules())
+    chosen: dict = {}
+    for item in params:
+        if isinstance(item, str):
+            if item in by_name:
+                chosen[item] = by_name[item]
+            elif item in modules:
+                found = [
+                    (f"{item}.{n}" if item else n, p)
+                    for n, p in modules[item].named_parameters()
+                    if p.requires_grad
+                ]
+                if not found:
+                    raise InvalidParameterError(
+                        f"Module {item!r} has no parameters that require grad "
+                        f"(the 'params' parameter of {owner})."
+                    )
+                chosen.update(found)
+            else:
+                avail = list(by_name)[:20]
+                raise InvalidParameterError(
+                    f"Unknown parameter or module {item!r} in the 'params' parameter "
+                    f"of {owner}. Available parameters: {avail}."
+                )
+        elif isinstance(item, torch.Tensor):
+            if id(item) not in by_id:
+                raise InvalidParameterError(
+                    f"A tensor in the 'params' parameter of {owner} is not a "
+                    "parameter of the model that requires grad."
+                )
+            chosen[by_id[id(item)]] = item
+        else:
+            raise InvalidParameterError(
+                f"The 'params' parameter of {owner} must hold parameter or module "
+                f"names or Parameters. Got {type(item).__name__} instead."
+            )
+    if not chosen:
+        raise InvalidParameterError(f"The 'params' parameter of {owner} is empty.")
+    return list(chosen.items())
+
+
+def parameter_groups(
+    model: nn.Module, named: Sequence[Tuple[str, torch.Tensor]]
+) -> Dict[str, List[Tuple[str, torch.Tensor]]]:
+    """Group ``named`` parameters by the module that owns them directly.
+
+    The group of a parameter ``"block.fc1.weight"`` is ``"block.fc1"``; parameters
+    of the root module form the group ``"root"``. Groups keep model order.
+    """
+    groups: Dict[str, List[Tuple[str, torch.Tensor]]] = {}
+    for name, p in named:
+        layer = name.rpartition(".")[0] or "root"
+        groups.setdefault(layer, []).append((name, p))
+    return groups
+
+
+# -------------------------------------------------------------------- data ---
+def _to_device(t: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    t = as_tensor(t, name="data")
+    if torch.is_floating_point(t) and t.dtype != dtype:
+        t = t.to(dtype)
+    return t.to(device, non_blocking=True)
+
+
+def _data_error(owner: str, data: Any) -> InvalidParameterError:
+    return InvalidParameterError(
+        f"The 'data' parameter of {owner} must be a pair (inputs, targets) of "
+        "arrays or tensors, or an iterable of (inputs, targets) batches such as a "
+        f"DataLoader. Got {type(data).__name__} instead."
+    )
+
+
+def iter_batches(
+    data: Any,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+    owner: str = "measure",
+) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(inputs, targets)`` batches on ``device``.
+
+    Parameters
+    ----------
+    data : tuple (inputs, targets) or iterable of batches
+        See the module docstring.
+    device : torch.device
+    dtype : torch.dtype
+        Floating tensors are cast to this dtype.
+    batch_size : int, default=1024
+        Used only for a tensor pair.
+    max_batches : int, optional
+        Stop after this many batches.
+    owner : str
+        Function name used in error messages.
+    """
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if not hasattr(x, "__len__") or not hasattr(y, "__len__"):
+            raise _data_error(owner, data)
+        x = as_tensor(x, name="inputs")
+        y = as_tensor(y, name="targets")
+        check_consistent_samples(inputs=x.shape[0], targets=y.shape[0])
+        n = x.shape[0]
+        n_batches = math.ceil(n / batch_size)
+        if max_batches is not None:
+            n_batches = min(n_batches, max_batches)
+        for b in range(n_batches):
+            sl = slice(b * batch_size, (b + 1) * batch_size)
+            yield _to_device(x[sl], device, dtype), _to_device(y[sl], device, dtype)
+        return
+    if isinstance(data, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(
+        data, "__iter__"
+    ):
+        raise _data_error(owner, data)
+    for b, batch in enumerate(data):
+        if max_batches is not None and b >= max_batches:
+            break
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise InvalidParameterError(
+                f"Each batch of the 'data' parameter of {owner} must be a tuple "
+                f"(inputs, targets, ...). Got {type(batch).__name__} instead."
+            )
+        yield _to_device(batch[0], device, dtype), _to_device(batch[1], device, dtype)
+
+
+@dataclass
+class Batches:
+    """Batches held on the model's device, so repeated passes see the same data.
+
+    Attributes
+    ----------
+    batches : list of (Tensor, Tensor)
+    n_samples : int
+        Total number of samples over the batches.
+    """
+
+    batches: List[Tuple[torch.Tensor, torch.Tensor]]
+    n_samples: int
+
+    def weights(self) -> List[float]:
+        """Return each batch's share of the samples (they sum to 1)."""
+        return [x.shape[0] / self.n_samples for x, _ in self.batches]
+
+
+def load_batches(
+    data: Any,
+    model: nn.Module,
+    *,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+    owner: str = "measure",
+) -> Batches:
+    """Read ``data`` once into :class:`Batches` on the model's device.
+
+    Raises
+    ------
+    InvalidParameterError
+        When ``data`` is malformed or holds no samples.
+    """
+    check_param(batch_size, "batch_size", owner, kind="int", low=1)
+    if max_batches is not None:
+        check_param(max_batches, "max_batches", owner, kind="int", low=1)
+    with preserved_rng():  # a shuffling DataLoader draws from the global RNG
+        batches = list(
+            iter_batches(
+                data,
+                device=model_device(model),
+                dtype=model_dtype(model),
+                batch_size=batch_size,
+                max_batches=max_batches,
+                owner=owner,
+            )
+        )
+    n = sum(int(x.shape[0]) for x, _ in batches)
+    if n == 0:
+        raise InvalidParameterError(
+            f"The 'data' parameter of {owner} holds 0 samples; at least 1 is required."
+        )
+    return Batches(batches, n)
+
+
+# ------------------------------------------------------------------ losses ---
+def batch_accuracy(output: torch.Tensor, target: torch.Tensor) -> Optional[int]:
+    """Return the number of correct predictions, or ``None`` when undefined.
+
+    Outputs of shape (n, C) with C >= 2 are read as class scores (argmax);
+    outputs of shape (n,) or (n, 1) as the logit of class 1 (threshold 0).
+    Targets are integer (or bool) class labels, or one-hot / probability rows of
+    the output's shape (non-negative, summing to 1; argmax). Any other
+    combination (regression) gives None.
+    """
+    if output.ndim == 0:
+        return None
+    if output.ndim == 2 and output.shape[1] >= 2:
+        pred = output.argmax(dim=1)
+        if target.shape == output.shape and torch.is_floating_point(target):
+            # One-hot or probability rows only; other float targets are regression.
+            sums = target.sum(dim=1)
+            if bool((target < 0).any()) or not bool(
+                torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+            ):
+                return None
+            labels = target.argmax(dim=1)
+        elif target.ndim == 1 and not torch.is_floating_point(target):
+            labels = target
+        else:
+            return None
+        return int((pred == labels).sum())
+    if output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1):
+        if torch.is_floating_point(target) or target.numel() != output.shape[0]:
+            return None
+        pred = (output.reshape(-1) > 0).to(torch.int64)
+        return int((pred == target.reshape(-1).to(torch.int64)).sum())
+    return None
+
+
+def _check_loss(loss: torch.Tensor) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise InvalidParameterError(
+            "loss_fn(output, target) must return a scalar tensor (the mean loss "
+            "over the batch, reduction='mean'). Got "
+            f"{type(loss).__name__} of shape {tuple(getattr(loss, 'shape', ()))}."
+        )
+    return loss.reshape(())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loss_fn: LossFn, batches: Any
+) -> Tuple[float, float, int]:
+    """Return (mean loss, accuracy, n_samples) over an iterable of batches.
+
+    The loss is the sample-weighted mean of ``loss_fn`` over batches (so
+    ``loss_fn`` must average over its batch); accuracy is NaN where
+    :func:`batch_accuracy` gives None for some batch.
+    """
+    total, correct, n = 0.0, 0, 0
+    acc_defined = True
+    for x, y in batches:
+        out = model(x)
+        _count("forward")
+        nb = int(x.shape[0])
+        total += float(_check_loss(loss_fn(out, y))) * nb
+        c = batch_accuracy(out, y) if acc_defined else None
+        if c is None:
+            acc_defined = False
+        else:
+            correct += c
+        n += nb
+    if n == 0:
+        return math.nan, math.nan, 0
+    return total / n, (correct / n if acc_defined else math.nan), n
+
+
+def mean_loss(model: nn.Module, loss_fn: LossFn, batches: Batches) -> float:
+    """Return the training loss averaged over ``batches`` (no gradient)."""
+    return evaluate(model, loss_fn, batches.batches)[0]
+
+
+def loss_and_grad(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[torch.Tensor],
+) -> Tuple[float, List[torch.Tensor]]:
+    """Return the mean loss over ``batches`` and its gradient w.r.t. ``params``.
+
+    Gradients are accumulated batch by batch (``torch.autograd.grad``), so the
+    parameters' ``.grad`` stay untouched and one batch's graph is alive at a time.
+    """
+    total = 0.0
+    grads = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for (x, y), w in zip(batches.batches, batches.weights()):
+            loss = _check_loss(loss_fn(model(x), y)) * w
+            _count("forward")
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+            for acc, g in zip(grads, gs):
+                if g is not None:
+                    acc.add_(g)
+            total += float(loss.detach())
+    _count("grad")
+    return total, grads

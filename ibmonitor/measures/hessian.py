@@ -1,0 +1,571 @@
+"""Hessian spectrum of the training loss from Hessian-vector products.
+
+The Hessian ``H`` of the training loss ``L(w)`` (the sample mean of ``loss_fn``
+over the batches used) is never formed: every algorithm here only needs
+products ``H v``, computed by double backward (Pearlmutter's trick),
+
+    H v = d/dw ( (dL/dw) . v ),
+
+one ``torch.autograd.grad(..., create_graph=True)`` and one more
+``torch.autograd.grad`` per batch, about twice the cost of a gradient.
+
+- :func:`hessian_eigenvalues`: top-k eigenvalues by Lanczos with full
+  reorthogonalisation (default) or by power iteration with deflation.
+- :func:`hessian_trace`: Hutchinson's estimator with Rademacher vectors.
+
+Both have per-layer variants (``per_layer=True``: the diagonal block of ``H``
+for the parameters of each module) and accept ``params`` to restrict ``w`` to a
+subset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._validation import check_param
+from ..exceptions import EstimationWarning
+from ._data import (
+    Batches,
+    _check_loss,
+    _count,
+    load_batches,
+    parameter_groups,
+    trainable_parameters,
+)
+from ._state import preserved_state
+
+__all__ = [
+    "HessianEigenvalues",
+    "HessianTrace",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "hessian_vector_product",
+]
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class HessianEigenvalues(tuple):
+    """The top-k Hessian eigenvalues, largest first: a tuple of floats.
+
+    Attributes
+    ----------
+    n_hvp : int
+        Hessian-vector products used.
+    n_iter : int
+        Lanczos steps, or power iterations over all eigenvalues.
+    converged : bool
+        Whether every eigenvalue met the tolerance.
+    method : str
+        ``"lanczos"`` or ``"power"``.
+    eigenvectors : list of list of Tensor or None
+        With ``return_eigenvectors=True``, one unit vector per eigenvalue, split
+        like the parameters.
+    """
+
+    n_hvp: int
+    n_iter: int
+    converged: bool
+    method: str
+    eigenvectors: Optional[List[List[torch.Tensor]]]
+
+    def __new__(
+        cls,
+        values: Sequence[float],
+        *,
+        n_hvp: int,
+        n_iter: int,
+        converged: bool,
+        method: str,
+        eigenvectors: Optional[List[List[torch.Tensor]]] = None,
+    ) -> HessianEigenvalues:
+        """Build from the values (sorted by the caller) and the run's details."""
+        self = super().__new__(cls, (float(v) for v in values))
+        self.n_hvp = n_hvp
+        self.n_iter = n_iter
+        self.converged = converged
+        self.method = method
+        self.eigenvectors = eigenvectors
+        return self
+
+    def __repr__(self) -> str:
+        vals = ", ".join(f"{v:.6g}" for v in self)
+        return (
+            f"HessianEigenvalues([{vals}], method={self.method!r}, "
+            f"n_hvp={self.n_hvp}, converged={self.converged})"
+        )
+
+
+@dataclass(frozen=True)
+class HessianTrace:
+    """Hutchinson's estimate of the Hessian trace.
+
+    Attributes
+    ----------
+    mean : float
+        The estimate, the mean of ``v^T H v`` over Rademacher vectors ``v``.
+    stderr : float
+        Its standard error, ``std(ddof=1) / sqrt(n_samples)`` (NaN for 1 sample).
+    n_samples : int
+        Rademacher vectors used (one Hessian-vector product each).
+    """
+
+    mean: float
+    stderr: float
+    n_samples: int
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Return the fields as a dict."""
+        return asdict(self)
+
+
+# ------------------------------------------------------------ HVP & vectors ---
+def hessian_vector_product(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params: Sequence[torch.Tensor],
+    vector: Sequence[torch.Tensor],
+) -> List[torch.Tensor]:
+    """Return ``H v`` for the mean loss over ``batches`` (double backward).
+
+    The model's mode is used as it is (the measures set eval mode first);
+    ``.grad`` is never touched. Every call adds one to the HVP counter of
+    :func:`ibmonitor.measures._data.counting`.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target)``, the mean over the batch.
+    batches : Batches
+        From :func:`ibmonitor.measures._data.load_batches`.
+    params : sequence of Tensor
+        The parameters ``w`` (their block of the Hessian is used).
+    vector : sequence of Tensor
+        ``v``, shaped like ``params``.
+
+    Returns
+    -------
+    hv : list of Tensor
+        Shaped like ``params``.
+    """
+    out = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for (x, y), w in zip(batches.batches, batches.weights()):
+            loss = _check_loss(loss_fn(model(x), y)) * w
+            _count("forward")
+            grads = torch.autograd.grad(
+                loss, params, create_graph=True, allow_unused=True
+            )
+            dot = None
+            for g, v in zip(grads, vector):
+                if g is not None and g.requires_grad:
+                    term = (g * v).sum()
+                    dot = term if dot is None else dot + term
+            if dot is None:  # the loss is at most linear in params: H = 0
+                continue
+            hv = torch.autograd.grad(dot, params, allow_unused=True)
+            for acc, h in zip(out, hv):
+                if h is not None:
+                    acc.add_(h.detach())
+    _count("hvp")
+    return out
+
+
+def _flatten(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+
+
+def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    out, i = [], 0
+    for p in like:
+        n = p.numel()
+        out.append(flat[i : i + n].view_as(p).to(p.dtype))
+        i += n
+    return out
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+class _Operator:
+    """``v -> H v`` on flat vectors for a fixed model, loss, data and params."""
+
+    def __init__(self, model, loss_fn, batches, params):
+        self.model, self.loss_fn, self.batches = model, loss_fn, batches
+        self.params = list(params)
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        self.n = sum(p.numel() for p in self.params)
+        self.calls = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        hv = hessian_vector_product(
+            self.model,
+            self.loss_fn,
+            self.batches,
+            self.params,
+            _unflatten(v, self.params),
+        )
+        return _flatten(hv, self.dtype)
+
+
+# ------------------------------------------------------------------ Lanczos ---
+def _lanczos(
+    op: _Operator, k: int, max_iter: int, tol: float, gen: torch.Generator
+) -> Tuple[List[float], List[torch.Tensor], int, bool]:
+    """Lanczos with full reorthogonalisation; the k algebraically largest."""
+    n = op.n
+    m = min(max_iter, n)
+    q_mat = torch.zeros(m + 1, n, dtype=op.dtype, device=op.device)
+    q = torch.randn(n, generator=gen, dtype=op.dtype, device=op.device)
+    q_mat[0] = q / q.norm()
+    alphas: List[float] = []
+    betas: List[float] = []
+    theta = s_vec = None
+    converged = False
+    j = 0
+    for j in range(m):
+        w = op(q_mat[j])
+        alpha = float(w @ q_mat[j])
+        basis = q_mat[: j + 1]
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - basis.T @ (basis @ w)
+        beta = float(w.norm())
+        alphas.append(alpha)
+        t_mat = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        theta, s_vec = np.linalg.eigh(t_mat)
+        top = np.argsort(theta)[::-1][:k]
+        scale = max(float(np.max(np.abs(theta))), 1e-30)
+        resid = beta * np.abs(s_vec[-1, top])
+        if j + 1 >= k and np.all(
+            resid <= tol * np.maximum(np.abs(theta[top]), scale * 1e-6)
+        ):
+            converged = True
+            break
+        if j + 1 == n:
+            converged = True
+            break
+        if beta <= 1e-10 * scale:
+            # Invariant subspace: restart with a vector orthogonal to the basis.
+            w = torch.randn(n, generator=gen, dtype=op.dtype, device=op.device)
+            for _ in range(2):
+                w = w - basis.T @ (basis @ w)
+            beta_next = 0.0
+            q_mat[j + 1] = w / w.norm()
+        else:
+            beta_next = beta
+            q_mat[j + 1] = w / beta
+        betas.append(beta_next)
+    top = np.argsort(theta)[::-1][:k]
+    basis = q_mat[: len(alphas)]
+    vectors = [
+        basis.T @ torch.as_tensor(s_vec[:, i], dtype=op.dtype, device=op.device)
+        for i in top
+    ]
+    return [float(theta[i]) for i in top], vectors, j + 1, converged
+
+
+# -------------------------------------------------------------------- power ---
+def _power(
+    op: _Operator, k: int, max_iter: int, tol: float, gen: torch.Generator
+) -> Tuple[List[float], List[torch.Tensor], int, bool]:
+    """Power iteration with deflation; a shift makes the result the algebraic top-k.
+
+    The first run finds the eigenvalue ``mu`` of largest magnitude. If ``mu < 0``
+    the operator ``H - mu I`` (positive semi-definite) is iterated instead; if
+    ``mu >= 0`` and ``k > 1``, ``H + mu I``. The top-k of the shifted operator,
+    found one by one with the earlier eigenvectors projected out, are the
+    algebraic top-k of ``H``.
+    """
+    total_iter = 0
+    all_converged = True
+
+    def run(shift: float, found: List[torch.Tensor]) -> Tuple[float, torch.Tensor]:
+        nonlocal total_iter, all_converged
+
+        def project(v: torch.Tensor) -> torch.Tensor:
+            for u in found:
+                v = v - (u @ v) * u
+            return v
+
+        v = project(torch.randn(op.n, generator=gen, dtype=op.dtype, device=op.device))
+        v = v / v.norm()
+        lam = math.nan
+        ok = False
+        for _ in range(max_iter):
+            total_iter += 1
+            w = project(op(v) - shift * v)
+            new = float(v @ w)
+            norm = float(w.norm())
+            if norm == 0.0:
+                lam, ok = new, True
+                break
+            v = w / norm
+            if not math.isnan(lam) and abs(new - lam) <= tol * max(abs(new), 1e-30):
+                lam, ok = new, True
+                break
+            lam = new
+        all_converged = all_converged and ok
+        return lam, v
+
+    mu, u = run(0.0, [])
+    if mu >= 0:
+        values, vectors, shift = [mu], [u], -mu
+    else:
+        values, vectors, shift = [], [], mu
+    while len(values) < min(k, op.n):
+        lam, u = run(shift, vectors)
+        values.append(lam + shift)
+        vectors.append(u)
+    order = np.argsort(values)[::-1]
+    return (
+        [values[i] for i in order],
+        [vectors[i] for i in order],
+        total_iter,
+        all_converged,
+    )
+
+
+# --------------------------------------------------------------- public API ---
+def _check_common(owner: str, seed: Any, batch_size: Any, max_batches: Any) -> None:
+    check_param(seed, "seed", owner, kind="int", low=0)
+    check_param(batch_size, "batch_size", owner, kind="int", low=1)
+    if max_batches is not None:
+        check_param(max_batches, "max_batches", owner, kind="int", low=1)
+
+
+def _groups(
+    model: nn.Module, params: Any, per_layer: bool, owner: str
+) -> Dict[str, List[Tuple[str, torch.Tensor]]]:
+    named = trainable_parameters(model, params, owner=owner)
+    if per_layer:
+        return parameter_groups(model, named)
+    return {"all": named}
+
+
+def hessian_eigenvalues(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    k: int = 1,
+    *,
+    method: str = "lanczos",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    params: Any = None,
+    per_layer: bool = False,
+    seed: int = 0,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+    return_eigenvectors: bool = False,
+) -> Union[HessianEigenvalues, Dict[str, HessianEigenvalues]]:
+    """Return the top-k eigenvalues of the Hessian of the training loss.
+
+    The loss is the sample mean of ``loss_fn`` over the batches of ``data``
+    (all of them, or the first ``max_batches``), in eval mode, on the model's
+    device. The model is left exactly as found.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    data : tuple (inputs, targets) or iterable of batches
+        Training data; a DataLoader is read once, so a shuffling loader gives
+        the same Hessian for every product.
+    k : int, default=1
+        How many eigenvalues (the algebraically largest).
+    method : {"lanczos", "power"}, default="lanczos"
+        Lanczos with full reorthogonalisation (stores up to ``max_iter`` vectors
+        of the parameters' size) or power iteration with deflation (stores k
+        vectors; slower when eigenvalues are close).
+    max_iter : int, default=100
+        Lanczos steps, or power iterations per eigenvalue.
+    tol : float, default=1e-3
+        Relative tolerance: Lanczos stops when every Ritz residual bound
+        ``|beta_j s_ji|`` is below ``tol * |theta_i|``; power iteration when the
+        Rayleigh quotient changes by less than ``tol`` relatively.
+    params : str, Parameter or sequence of them, optional
+        Restrict ``w`` to these parameters (names of parameters or modules, or
+        Parameter objects); default all parameters that require grad.
+    per_layer : bool, default=False
+        Return ``{module name: eigenvalues}`` for the diagonal block of each
+        module that owns parameters (among ``params``).
+    seed : int, default=0
+        Seed of the start vector (a generator on the model's device; the global
+        generators are not used).
+    batch_size : int, default=1024
+        Batch size for a tensor pair.
+    max_batches : int, optional
+        Use only the first ``max_batches`` batches (bounds time and memory).
+    return_eigenvectors : bool, default=False
+        Attach unit eigenvectors (split like the parameters) as ``.eigenvectors``.
+
+    Returns
+    -------
+    eigenvalues : HessianEigenvalues or dict of str to HessianEigenvalues
+        A tuple of ``k`` floats, largest first, with ``.n_hvp``, ``.n_iter``,
+        ``.converged``.
+
+    Warns
+    -----
+    EstimationWarning
+        When the tolerance was not met within ``max_iter``.
+
+    Notes
+    -----
+    Cost: one Hessian-vector product (about two gradient evaluations over the
+    batches used) per Lanczos step. For ``k=1`` and ``tol=1e-3``, Lanczos
+    typically needs 10-30 products on small networks; power iteration 20-100 per
+    eigenvalue. ``scripts/bench_measures.py`` measures both.
+
+    References
+    ----------
+    Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation
+    (1994). Yao et al., "PyHessian: Neural networks through the lens of the
+    Hessian", IEEE BigData (2020).
+    """
+    owner = "hessian_eigenvalues"
+    check_param(k, "k", owner, kind="int", low=1)
+    check_param(method, "method", owner, kind="option", options=("lanczos", "power"))
+    check_param(max_iter, "max_iter", owner, kind="int", low=1)
+    check_param(tol, "tol", owner, low=0.0, low_closed=False)
+    _check_common(owner, seed, batch_size, max_batches)
+    groups = _groups(model, params, per_layer, owner)
+    batches = load_batches(
+        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+    )
+    solver = _lanczos if method == "lanczos" else _power
+    results: Dict[str, HessianEigenvalues] = {}
+    with preserved_state(model):
+        model.eval()
+        for name, named in groups.items():
+            tensors = [p for _, p in named]
+            op = _Operator(model, loss_fn, batches, tensors)
+            gen = _generator(op.device, seed)
+            values, vectors, n_iter, converged = solver(op, k, max_iter, tol, gen)
+            if not converged:
+                warnings.warn(
+                    f"hessian_eigenvalues ({method}) did not reach tol={tol:g} in "
+                    f"max_iter={max_iter} iterations for parameters {name!r}; "
+                    "increase max_iter or tol.",
+                    EstimationWarning,
+                    stacklevel=2,
+                )
+            vecs = (
+                [_unflatten(v, tensors) for v in vectors]
+                if return_eigenvectors
+                else None
+            )
+            results[name] = HessianEigenvalues(
+                values,
+                n_hvp=op.calls,
+                n_iter=n_iter,
+                converged=converged,
+                method=method,
+                eigenvectors=vecs,
+            )
+            logger.debug("hessian_eigenvalues %s: %r", name, results[name])
+    return results if per_layer else results["all"]
+
+
+def hessian_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    n_samples: int = 100,
+    *,
+    params: Any = None,
+    per_layer: bool = False,
+    seed: int = 0,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+) -> Union[HessianTrace, Dict[str, HessianTrace]]:
+    """Estimate the trace of the Hessian of the training loss (Hutchinson).
+
+    ``tr(H) = E[v^T H v]`` for ``v`` with independent Rademacher (+-1) entries;
+    the estimate is the mean over ``n_samples`` vectors and its standard error
+    is ``std / sqrt(n_samples)``. The variance of one term is
+    ``2 * sum_{i != j} H_ij^2``, so the estimate is exact for a diagonal
+    Hessian.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    data : tuple (inputs, targets) or iterable of batches
+        Training data (read once).
+    n_samples : int, default=100
+        Rademacher vectors (one Hessian-vector product each).
+    params : str, Parameter or sequence of them, optional
+        Restrict ``w`` to these parameters; default all that require grad.
+    per_layer : bool, default=False
+        Return ``{module name: HessianTrace}``, the trace of each module's
+        diagonal block (the blocks' traces sum to the full trace).
+    seed : int, default=0
+        Seed of the Rademacher vectors (own generator on the model's device).
+    batch_size : int, default=1024
+        Batch size for a tensor pair.
+    max_batches : int, optional
+        Use only the first ``max_batches`` batches.
+
+    Returns
+    -------
+    trace : HessianTrace or dict of str to HessianTrace
+        ``.mean`` and ``.stderr``.
+
+    Notes
+    -----
+    Cost: ``n_samples`` Hessian-vector products (per layer with
+    ``per_layer=True``).
+
+    References
+    ----------
+    Hutchinson, "A stochastic estimator of the trace of the influence matrix for
+    Laplacian smoothing splines" (1990). Avron & Toledo, "Randomized algorithms
+    for estimating the trace of an implicit symmetric positive semi-definite
+    matrix", JACM (2011).
+    """
+    owner = "hessian_trace"
+    check_param(n_samples, "n_samples", owner, kind="int", low=1)
+    _check_common(owner, seed, batch_size, max_batches)
+    groups = _groups(model, params, per_layer, owner)
+    batches = load_batches(
+        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+    )
+    results: Dict[str, HessianTrace] = {}
+    with preserved_state(model):
+        model.eval()
+        for name, named in groups.items():
+            op = _Operator(model, loss_fn, batches, [p for _, p in named])
+            gen = _generator(op.device, seed)
+            samples = []
+            for _ in range(n_samples):
+                v = torch.randint(0, 2, (op.n,), generator=gen, device=op.device)
+                v = v.to(op.dtype) * 2 - 1
+                samples.append(float(v @ op(v)))
+            arr = np.asarray(samples)
+            stderr = (
+                float(arr.std(ddof=1) / math.sqrt(len(arr)))
+                if len(arr) > 1
+                else math.nan
+            )
+            results[name] = HessianTrace(float(arr.mean()), stderr, len(arr))
+    return results if per_layer else results["all"]

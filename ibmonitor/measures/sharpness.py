@@ -1,0 +1,408 @@
+"""Sharpness of the minimum: worst-case (Keskar et al.) and expected (Neyshabur et al.).
+
+Both perturb the parameters ``w`` in place (inside :func:`preserved_state`, so
+the model is restored exactly) and compare the training loss ``L`` (sample mean
+of ``loss_fn`` over the batches used, eval mode) at ``w + z`` with ``L(w)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from .._validation import check_param
+from ._data import (
+    Batches,
+    load_batches,
+    loss_and_grad,
+    mean_loss,
+    trainable_parameters,
+)
+from ._state import preserved_state
+
+__all__ = ["expected_sharpness", "worst_case_sharpness"]
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ----------------------------------------------------------------- helpers ---
+def _flat(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
+
+
+@torch.no_grad()
+def _set_params(
+    params: Sequence[torch.Tensor], base: Sequence[torch.Tensor], delta: torch.Tensor
+) -> None:
+    """Write ``base + delta`` (flat) into ``params`` in place."""
+    i = 0
+    for p, b in zip(params, base):
+        n = p.numel()
+        p.copy_(b + delta[i : i + n].view_as(p).to(p.dtype))
+        i += n
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _subspace_matrix(
+    n: int, dim: int, seed: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """Return the random ``(n, dim)`` matrix ``A`` of the subspace variant.
+
+    Entries are independent standard normal draws from a generator seeded with
+    ``seed`` on ``device``.
+    """
+    return torch.randn(
+        n, dim, generator=_generator(device, seed), device=device, dtype=dtype
+    )
+
+
+def _prepare(
+    model: nn.Module,
+    data: Any,
+    params: Any,
+    batch_size: int,
+    max_batches: Any,
+    owner: str,
+) -> Tuple[Batches, List[torch.Tensor]]:
+    check_param(batch_size, "batch_size", owner, kind="int", low=1)
+    if max_batches is not None:
+        check_param(max_batches, "max_batches", owner, kind="int", low=1)
+    tensors = [p for _, p in trainable_parameters(model, params, owner=owner)]
+    batches = load_batches(
+        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+    )
+    return batches, tensors
+
+
+# --------------------------------------------------------------- worst case ---
+def worst_case_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    eps: float = 1e-3,
+    *,
+    subspace_dim: Optional[int] = None,
+    n_steps: int = 10,
+    step_size: float = 0.5,
+    random_start: bool = True,
+    params: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+) -> float:
+    """Return Keskar et al.'s worst-case sharpness, in percent.
+
+    ``phi = 100 * (max_{z in C} L(w + z) - L(w)) / (1 + L(w))``
+
+    over the box ``C = {z : |z_i| <= eps (|w_i| + 1)}`` (full space), or, with
+    ``subspace_dim = p``, over perturbations ``z = A y`` with a random
+    ``(n, p)`` matrix ``A`` (independent standard normal entries, seeded) and
+    the box ``|y_i| <= eps (|(A^+ w)_i| + 1)``, ``A^+`` the pseudo-inverse, as in
+    Keskar et al.'s definition of the metric.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    data : tuple (inputs, targets) or iterable of batches
+        Training data (read once).
+    eps : float, default=1e-3
+        Box size relative to ``|w_i| + 1`` (Keskar et al. report 1e-3 and 5e-4).
+    subspace_dim : int, optional
+        Maximise in a random subspace of this dimension (Keskar et al. report
+        the full space and random 100-dimensional subspaces); default the full
+        parameter space. The ``(n, p)`` matrix ``A`` is held in memory and its
+        seed is ``seed + 1``.
+    n_steps : int, default=10
+        Gradient steps of the projected ascent (one gradient evaluation each).
+    step_size : float, default=0.5
+        First step as a fraction of the box half-width, decaying linearly to
+        ``step_size / n_steps``.
+    random_start : bool, default=True
+        Start from a point drawn uniformly in the box (else from ``z = 0``, where
+        the gradient vanishes at a minimum).
+    params : str, Parameter or sequence of them, optional
+        Perturb only these parameters; default all that require grad.
+    seed : int, default=0
+        Seed of the start point and of ``A`` (own generator on the model's device).
+    batch_size : int, default=1024
+        Batch size for a tensor pair.
+    max_batches : int, optional
+        Use only the first ``max_batches`` batches.
+
+    Returns
+    -------
+    sharpness : float
+        Percentage; at least 0 because ``z = 0`` is in the box.
+
+    Notes
+    -----
+    Keskar et al. solve the inner maximisation with L-BFGS-B (10 iterations).
+    Here it is projected gradient ascent with sign steps scaled to the box,
+    the steepest-ascent direction for the box's (weighted max) norm:
+
+    ``z <- clip(z + a_t * b * sign(grad L(w + z)), -b, b)``, ``b_i = eps(|w_i|+1)``,
+    ``a_t = step_size * (n_steps - t) / n_steps``,
+
+    keeping the largest loss seen over the iterates (and ``z = 0``). For a
+    convex loss the maximum over a box is at a vertex, which sign steps reach
+    exactly; L-BFGS-B's quasi-Newton model is replaced by cheap, first-order
+    steps, so for strongly curved losses this may find a smaller local maximum.
+    In the subspace, the gradient is ``A^T grad L(w + A y)``. With standard
+    normal entries, each coordinate of ``z = A y`` is of order
+    ``sqrt(p) * eps``, so subspace values are comparable with each other (same
+    ``p`` and ``seed``), not with full-space values.
+
+    Cost: ``n_steps`` gradient evaluations plus 2 loss evaluations over the
+    batches used (about ``2 n_steps + 2`` forward-pass equivalents), no
+    Hessian-vector products.
+
+    References
+    ----------
+    Keskar, Mudigere, Nocedal, Smelyanskiy & Tang, "On large-batch training for
+    deep learning: generalization gap and sharp minima", ICLR (2017).
+    """
+    owner = "worst_case_sharpness"
+    check_param(eps, "eps", owner, low=0.0, low_closed=False)
+    check_param(n_steps, "n_steps", owner, kind="int", low=1)
+    check_param(step_size, "step_size", owner, low=0.0, low_closed=False)
+    check_param(seed, "seed", owner, kind="int", low=0)
+    if subspace_dim is not None:
+        check_param(subspace_dim, "subspace_dim", owner, kind="int", low=1)
+    batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
+    with preserved_state(model):
+        model.eval()
+        device, dtype = params_t[0].device, params_t[0].dtype
+        gen = _generator(device, seed)
+        base = [p.detach().clone() for p in params_t]
+        w = _flat(base, dtype)
+        loss0 = mean_loss(model, loss_fn, batches)
+        if subspace_dim is None:
+            a_mat = None
+            bound = eps * (w.abs() + 1)
+        else:
+            a_mat = _subspace_matrix(w.numel(), subspace_dim, seed + 1, device, dtype)
+            # A^+ w by least squares (A has full column rank almost surely).
+            a_pinv_w = torch.linalg.lstsq(a_mat, w.unsqueeze(1)).solution.squeeze(1)
+            bound = eps * (a_pinv_w.abs() + 1)
+        if random_start:
+            u = torch.rand(bound.shape, generator=gen, device=device, dtype=dtype)
+            y = (2 * u - 1) * bound
+        else:
+            y = torch.zeros_like(bound)
+        best = loss0
+        for t in range(n_steps):
+            z = y if a_mat is None else a_mat @ y
+            _set_params(params_t, base, z)
+            loss, grads = loss_and_grad(model, loss_fn, batches, params_t)
+            best = max(best, loss)
+            g = _flat(grads, dtype)
+            if a_mat is not None:
+                g = a_mat.T @ g
+            alpha = step_size * (n_steps - t) / n_steps
+            y = torch.clamp(y + alpha * bound * torch.sign(g), -bound, bound)
+        z = y if a_mat is None else a_mat @ y
+        _set_params(params_t, base, z)
+        best = max(best, mean_loss(model, loss_fn, batches))
+    value = 100.0 * (best - loss0) / (1.0 + loss0)
+    logger.debug("worst_case_sharpness: L(w)=%g max=%g -> %g%%", loss0, best, value)
+    return float(value)
+
+
+# ----------------------------------------------------------------- expected ---
+def _perturbation_std(
+    w: torch.Tensor, sigma: float, magnitude_aware: bool, magnitude_eps: float
+) -> torch.Tensor:
+    """Return the standard deviation of each coordinate of the perturbation.
+
+    Plain: ``sigma`` (variance ``sigma^2``). Magnitude-aware: the variance is
+    ``sigma^2 w_i^2 + eps^2``, so the std is ``sqrt(sigma^2 w_i^2 + eps^2)``.
+    """
+    if magnitude_aware:
+        return torch.sqrt(sigma**2 * w**2 + magnitude_eps**2)
+    return torch.full_like(w, sigma)
+
+
+def _perturbed_samples(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    params_t: List[torch.Tensor],
+    std: torch.Tensor,
+    n_samples: int,
+    antithetic: bool,
+    seed: int,
+    metric: Callable[[], float],
+) -> List[float]:
+    """Return ``metric()`` at ``w + nu`` for ``n_samples`` draws of ``nu``.
+
+    ``nu = std * N(0, I)`` from a generator seeded with ``seed`` (the same draws
+    for the same seed, so a search over ``sigma`` uses common random numbers).
+    With ``antithetic``, each draw also evaluates ``w - nu`` and contributes the
+    mean of the two.
+    """
+    base = [p.detach().clone() for p in params_t]
+    gen = _generator(std.device, seed)
+    out = []
+    for _ in range(n_samples):
+        noise = torch.randn(
+            std.shape, generator=gen, device=std.device, dtype=std.dtype
+        )
+        nu = std * noise
+        _set_params(params_t, base, nu)
+        value = metric()
+        if antithetic:
+            _set_params(params_t, base, -nu)
+            value = 0.5 * (value + metric())
+        out.append(value)
+    _set_params(params_t, base, torch.zeros_like(std))
+    return out
+
+
+def _expected_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    *,
+    sigma: float,
+    magnitude_aware: bool,
+    magnitude_eps: float,
+    n_samples: int,
+    antithetic: bool,
+    params: Any,
+    seed: int,
+    batch_size: int,
+    max_batches: Optional[int],
+    owner: str = "expected_sharpness",
+) -> Tuple[float, float]:
+    check_param(sigma, "sigma", owner, low=0.0)
+    check_param(magnitude_eps, "magnitude_eps", owner, low=0.0)
+    check_param(n_samples, "n_samples", owner, kind="int", low=1)
+    check_param(seed, "seed", owner, kind="int", low=0)
+    batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
+    with preserved_state(model):
+        model.eval()
+        dtype = params_t[0].dtype
+        loss0 = mean_loss(model, loss_fn, batches)
+        std = _perturbation_std(
+            _flat(params_t, dtype), sigma, magnitude_aware, magnitude_eps
+        )
+        losses = _perturbed_samples(
+            model,
+            loss_fn,
+            batches,
+            params_t,
+            std,
+            n_samples,
+            antithetic,
+            seed,
+            lambda: mean_loss(model, loss_fn, batches),
+        )
+    diffs = [v - loss0 for v in losses]
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) > 1:
+        var = sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)
+        stderr = math.sqrt(var / len(diffs))
+    else:
+        stderr = math.nan
+    return float(mean), float(stderr)
+
+
+def expected_sharpness(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    sigma: float = 0.01,
+    *,
+    magnitude_aware: bool = False,
+    magnitude_eps: float = 1e-3,
+    n_samples: int = 10,
+    antithetic: bool = True,
+    params: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+) -> float:
+    """Return the expected sharpness ``E_nu[L(w + nu)] - L(w)`` by Monte Carlo.
+
+    ``nu`` is Gaussian with independent coordinates. Plain: ``nu_i ~ N(0,
+    sigma^2)``, i.e. ``sigma`` is the **standard deviation**
+    (``nu = sigma * randn``). Magnitude-aware (Jiang et al. 2019): the variance
+    of ``nu_i`` is ``sigma^2 w_i^2 + magnitude_eps^2``.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    data : tuple (inputs, targets) or iterable of batches
+        Training data (read once).
+    sigma : float, default=0.01
+        Standard deviation of the perturbation (``sigma'`` when magnitude-aware).
+    magnitude_aware : bool, default=False
+        Scale the variance with each parameter's magnitude.
+    magnitude_eps : float, default=1e-3
+        ``eps`` of the magnitude-aware variance (Jiang et al. use 1e-3).
+    n_samples : int, default=10
+        Perturbations drawn.
+    antithetic : bool, default=True
+        Evaluate each draw at ``w + nu`` and ``w - nu`` and average: the
+        first-order term ``grad L . nu`` cancels exactly, leaving the curvature
+        term, whose mean is unchanged. Doubles the cost per draw.
+    params : str, Parameter or sequence of them, optional
+        Perturb only these parameters; default all that require grad.
+    seed : int, default=0
+        Seed of the perturbations (own generator on the model's device).
+    batch_size : int, default=1024
+        Batch size for a tensor pair.
+    max_batches : int, optional
+        Use only the first ``max_batches`` batches.
+
+    Returns
+    -------
+    sharpness : float
+        The Monte Carlo mean (may be slightly negative by chance).
+
+    Notes
+    -----
+    For a quadratic ``L(w) = (w - c)^T A (w - c) / 2`` the value is
+    ``sigma^2 tr(A) / 2`` (plain) and ``sum_i A_ii (sigma^2 w_i^2 + eps^2) / 2``
+    (magnitude-aware), which the tests check; a variance/std mix-up (``sigma^2``
+    used as the std, as in some public code) would give ``sigma^4 tr(A) / 2``.
+
+    Cost: ``n_samples`` (twice that with ``antithetic``) + 1 loss evaluations
+    over the batches used; no gradients.
+
+    References
+    ----------
+    Neyshabur, Bhojanapalli, McAllester & Srebro, "Exploring generalization in
+    deep learning", NeurIPS (2017). Jiang, Neyshabur, Mobahi, Krishnan & Bengio,
+    "Fantastic generalization measures and where to find them", ICLR (2020).
+    """
+    mean, _ = _expected_sharpness(
+        model,
+        loss_fn,
+        data,
+        sigma=sigma,
+        magnitude_aware=magnitude_aware,
+        magnitude_eps=magnitude_eps,
+        n_samples=n_samples,
+        antithetic=antithetic,
+        params=params,
+        seed=seed,
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )
+    return mean

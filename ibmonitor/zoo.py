@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -14,30 +15,47 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
 
 def tishby_mlp(
-    widths: Sequence[int] = (12, 10, 7, 5, 4, 3, 2), activation: str = "tanh"
+    widths: Sequence[int] = (12, 10, 7, 5, 4, 3, 2),
+    activation: str = "tanh",
+    *,
+    softmax_output: bool = False,
 ) -> nn.Sequential:
     """Return Shwartz-Ziv & Tishby's fully connected network (12-10-7-5-4-3-2).
 
-    Hidden layers use ``activation``; the last layer has no activation (the
-    loss applies the softmax). Weights are drawn from a normal truncated at two
-    standard deviations with std ``1/sqrt(fan_in)``, biases are zero, as in the
-    original code.
+    Modules are named ``fc1, tanh1, fc2, tanh2, ..., fc6`` (``relu1``, ... with
+    ``activation="relu"``), so monitored layers read as ``tanh3`` rather than
+    ``5``. Hidden layers use ``activation``; the last linear layer gives logits.
+    Weights are drawn from a normal truncated at two standard deviations with
+    std ``1/sqrt(fan_in)``, biases are zero, as in the original code.
+
+    Parameters
+    ----------
+    widths : sequence of int, default=(12, 10, 7, 5, 4, 3, 2)
+        Layer widths, input first.
+    activation : {"tanh", "relu", "sigmoid"}, default="tanh"
+        Hidden-layer activation.
+    softmax_output : bool, default=False
+        Append a ``softmax`` module (the original's output layer), so that a
+        monitor records the output probabilities; train on ``model[:-1]``
+        (the logits, same parameters) with a cross-entropy loss.
     """
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"The 'activation' parameter of tishby_mlp must be one of "
             f"{sorted(_ACTIVATIONS)}. Got {activation!r} instead."
         )
-    layers: list = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]), start=1):
         linear = nn.Linear(fan_in, fan_out)
         std = 1.0 / math.sqrt(fan_in)
         nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
         nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if i < len(widths) - 2:
-            layers.append(_ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+        layers[f"fc{i}"] = linear
+        if i < len(widths) - 1:
+            layers[f"{activation}{i}"] = _ACTIVATIONS[activation]()
+    if softmax_output:
+        layers["softmax"] = nn.Softmax(dim=1)
+    return nn.Sequential(layers)
 
 
 class DigitsCNN(nn.Module):

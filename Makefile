@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (torch>=2.2,<2.14) is already satisfied and pip fetches no CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help venv demo demo-quick test test-all bench lint format clean
+.PHONY: help venv demo demo-quick test test-all bench gallery lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,13 @@ bench: $(STAMP)  ## the benchmark scripts (figures go to the README)
 	$(PY) scripts/bench_estimators.py
 	$(PY) scripts/bench_overhead.py
 	$(PY) scripts/bench_measures.py
+
+gallery: $(STAMP)  ## rerun the paper reproductions and renew docs/images
+	$(PY) scripts/tishby_information_plane.py --gallery
+	$(PY) scripts/saxe_tanh_vs_relu.py --gallery
+	$(PY) scripts/random_labels.py --gallery
+	$(PY) scripts/batch_size_sharpness.py --gallery
+	$(PY) scripts/compare_runs.py runs/tishby_information_plane runs/saxe_tanh_vs_relu --gallery
 
 format: $(STAMP)  ## ruff format and fix
 	$(VENV)/bin/ruff format .

@@ -12,7 +12,9 @@ workload:
 
   * ``binned`` (default settings: 30 edges over each layer's min..max) against
     ``numpy.digitize`` then ``numpy.unique(symbols, axis=0,
-    return_counts=True)`` for H(T) and for each class;
+    return_counts=True)`` for H(T) and for each class (binned's per-grid
+    cache is cleared before each call, as a monitor's ranges change every
+    epoch);
   * ``kde`` with both bounds (``bound="both"``, noise variance 1e-3) against a
     dense float64 squared-distance matrix and ``scipy.special.logsumexp``,
     computed separately for the whole set and for each class, for each bound;
@@ -67,6 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ibmonitor import estimators
+from ibmonitor.estimators import binning
 from ibmonitor.exceptions import EstimationWarning
 
 REFERENCE = ROOT.parent / "shared" / "data" / "reference-activations"
@@ -195,6 +198,9 @@ def _to(device: str, *arrays: np.ndarray) -> List[Any]:
 
 
 def _quiet_binned(t: Any, y: Any) -> Any:
+    # A monitor's layer has a new min..max at every epoch, so the per-grid
+    # exactness check is not cached across its calls: do not let it be here.
+    binning._uniform_plan.cache_clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EstimationWarning)  # every sample alone
         return estimators.binned(t, y)

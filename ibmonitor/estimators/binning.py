@@ -418,44 +418,21 @@ def _uniform_plan(lo: float, hi: float, n_bins: int) -> Tuple[np.ndarray, bool]:
     inner = edges[edges != lo]
     if inner.size == 0:
         return edges, True
-    a = _ordered32(_round32(inner - window, up=True))
-    b = _ordered32(_round32(inner + window, up=False))
-    width = 16
-    if np.any(b - a >= width):
-        return edges, False
-    cand = a[:, None] + np.arange(width)[None, :]
-    cand = np.minimum(cand, b[:, None]).ravel()
-    values = _from_ordered32(cand).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = inner.astype(np.float32)  # the float32 number nearest each edge
+        # float32 numbers around an edge are at least spacing/2 apart, so the 17
+        # numbers near +- 8 steps away cover the window when spacing >= window
+        if not np.all(np.spacing(np.abs(near)) >= window):
+            return edges, False
+    steps = np.arange(-8, 9, dtype=np.int32)
+    values = (near.view(np.int32)[:, None] + steps).view(np.float32)
+    values = values.astype(np.float64).ravel()
     exact = np.searchsorted(edges, values, side="right") - 1
     # the operations of _position_, in numpy: IEEE subtraction and multiplication
     # round the same way in numpy and in torch, on the CPU and on CUDA
-    est = np.clip(np.floor((values - lo) * _scale(lo, hi, n_bins)), -1, n_bins - 1)
-    return edges, bool(np.array_equal(est, exact.astype(np.float64)))
-
-
-def _round32(v: np.ndarray, *, up: bool) -> np.ndarray:
-    """Round float64 values to float32, upwards or downwards (directed)."""
-    with np.errstate(over="ignore"):
-        f = v.astype(np.float32)
-    back = f.astype(np.float64)
-    if up:
-        bad = back < v
-        f[bad] = np.nextafter(f[bad], np.float32(np.inf))
-    else:
-        bad = back > v
-        f[bad] = np.nextafter(f[bad], np.float32(-np.inf))
-    return f
-
-
-def _ordered32(f: np.ndarray) -> np.ndarray:
-    """Map float32 values to int64 so that order and adjacency are preserved."""
-    bits = f.astype(np.float32).view(np.int32).astype(np.int64)
-    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
-
-
-def _from_ordered32(o: np.ndarray) -> np.ndarray:
-    bits = np.where(o < 0, (-o) | np.int64(-(2**31)), o)
-    return bits.astype(np.int32).view(np.float32)
+    est = np.floor((values - lo) * _scale(lo, hi, n_bins))
+    est = np.minimum(np.maximum(est, -1.0), n_bins - 1.0)
+    return edges, bool((est == exact).all())
 
 
 # --------------------------------------------------------------- other strategies
@@ -687,9 +664,8 @@ def _count_sums_numpy(
     if xids is not None:
         xi, x_counts, kx = labels(xids)
         groups += [x_counts, joint(xi, kx)]
-    sums, occupied = [], []
-    for g in groups:
-        c = g[g > 0].astype(np.float64)
-        sums.append(float(np.dot(c, np.log(c))))
-        occupied.append(int(c.size))
-    return sums, occupied
+    allc = np.concatenate(groups).astype(np.float64)
+    clogc = allc * np.log(np.maximum(allc, 1.0))  # c ln c, 0 for c = 0
+    starts = np.cumsum([0] + [g.size for g in groups[:-1]])
+    sums = np.add.reduceat(clogc, starts).tolist()  # no group is empty
+    return sums, [int(np.count_nonzero(g)) for g in groups]

@@ -126,8 +126,8 @@ def renyi(
     S(A o B) >= max(S(A), S(B)) (Giraldo et al. 2015), so 0 <= I <= min(S(T),
     S(Y)) up to rounding; the results are clipped at 0 against rounding.
     Cost: two eigendecompositions of ``n x n`` matrices (plus per-class
-    blocks) without ``x``, three with it; about 0.5 s each at ``n = 1000`` on
-    one CPU core.
+    blocks) without ``x``, three with it; about 0.2 s each at ``n = 1000`` on
+    one CPU core (a whole estimate with ``x``: about 0.65 s).
 
     References
     ----------

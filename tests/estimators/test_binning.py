@@ -169,6 +169,29 @@ def test_binned_hash_collisions_fall_back_to_exact_ids(monkeypatch):
     _check_against(r, slow_binned(_digitize(t, 4), y))
 
 
+def test_binned_device_and_numpy_counting_paths_agree():
+    """The torch counting path (used on CUDA) equals the numpy one (CPU)."""
+    rng = np.random.default_rng(16)
+    codes = torch.from_numpy(rng.integers(0, 50, 900))
+    _, sym, t_counts = torch.unique(codes, return_inverse=True, return_counts=True)
+    y = torch.from_numpy(rng.integers(0, 4, 900))
+    for xids in (None, torch.from_numpy(rng.integers(0, 300, 900))):
+        for yy in (y, y * 1000 - 7):  # small non-negative labels, and any labels
+            a = binning._count_sums_torch(
+                sym, t_counts.numel(), t_counts, yy, xids, 900
+            )
+            b = binning._count_sums_numpy(
+                sym.numpy(),
+                t_counts.numel(),
+                t_counts.numpy(),
+                yy.numpy(),
+                None if xids is None else xids.numpy(),
+                900,
+            )
+            assert a[0] == pytest.approx(b[0], rel=1e-12)
+            assert a[1] == b[1]
+
+
 # ------------------------------------------------------------------ the x path
 
 

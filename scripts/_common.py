@@ -37,6 +37,8 @@ def make_parser(
     quick_seeds: Optional[Sequence[int]] = None,
     epochs: Optional[int] = None,
     quick_epochs: Optional[int] = None,
+    points: Optional[int] = None,
+    quick_points: Optional[int] = None,
     training: bool = True,
 ) -> argparse.ArgumentParser:
     """Return the argument parser shared by the reproduction scripts.
@@ -52,6 +54,9 @@ def make_parser(
         Default seeds of the full and ``--quick`` modes; adds ``--seeds``.
     epochs, quick_epochs : int, optional
         Default epochs of the full and ``--quick`` modes; adds ``--epochs``.
+    points, quick_points : int, optional
+        Default number of log-spaced recorded epochs of the full and ``--quick``
+        modes; adds ``--points``.
     training : bool, default=True
         Add ``--quick``, ``--jobs``, ``--threads`` and ``--tensorboard`` (the
         options of scripts that train).
@@ -102,6 +107,14 @@ def make_parser(
             default=None,
             help=f"training epochs (default: {epochs}; with --quick: {quick_epochs})",
         )
+    if points is not None:
+        parser.add_argument(
+            "--points",
+            type=int,
+            default=None,
+            help=f"epochs recorded on the log-spaced schedule (default {points}; "
+            f"quick {quick_points})",
+        )
     if training:
         parser.add_argument(
             "--jobs",
@@ -130,6 +143,7 @@ def make_parser(
         )
     parser.set_defaults(_seeds=seeds, _quick_seeds=quick_seeds)
     parser.set_defaults(_epochs=epochs, _quick_epochs=quick_epochs)
+    parser.set_defaults(_points=points, _quick_points=quick_points)
     return parser
 
 
@@ -143,6 +157,8 @@ def parse_args(
         args.seeds = list(quick if args.quick else args._seeds)
     if getattr(args, "_epochs", None) is not None and args.epochs is None:
         args.epochs = args._quick_epochs if args.quick else args._epochs
+    if getattr(args, "_points", None) is not None and not args.points:
+        args.points = args._quick_points if args.quick else args._points
     if getattr(args, "jobs", 0) is None:
         args.jobs = 1 if args.quick else max(1, min(2, os.cpu_count() or 1))
     if getattr(args, "threads", 1) < 1:

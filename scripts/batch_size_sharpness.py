@@ -200,7 +200,12 @@ def curves(runs, name: str, ytitle: str, *, log_y: bool = False):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _common.make_parser(
-        NAME, __doc__, seeds=FULL_SEEDS, quick_seeds=QUICK_SEEDS
+        NAME,
+        __doc__,
+        seeds=FULL_SEEDS,
+        quick_seeds=QUICK_SEEDS,
+        points=12,
+        quick_points=4,
     )
     parser.add_argument(
         "--epochs",
@@ -211,14 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="epochs of the small- and large-batch runs (default: 100 1000; "
         "with --quick: 5 30)",
     )
-    parser.add_argument(
-        "--points",
-        type=int,
-        default=None,
-        help="epochs recorded on the log-spaced schedule (default 12; quick 4)",
-    )
     args = _common.parse_args(parser, argv)
-    points = args.points or (4 if args.quick else 12)
+    points = args.points
     epochs = (
         dict(zip(REGIMES, args.epochs))
         if args.epochs

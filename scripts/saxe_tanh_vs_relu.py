@@ -114,19 +114,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _common.make_parser(
         NAME,
         __doc__,
+        points=20,
+        quick_points=4,
         seeds=FULL_SEEDS,
         quick_seeds=QUICK_SEEDS,
         epochs=FULL_EPOCHS,
         quick_epochs=QUICK_EPOCHS,
     )
-    parser.add_argument(
-        "--points",
-        type=int,
-        default=None,
-        help="epochs recorded on the log-spaced schedule (default 20; quick 4)",
-    )
     args = _common.parse_args(parser, argv)
-    points = args.points or (4 if args.quick else 20)
+    points = args.points
     clock = _common.Clock()
     _common.setup_torch(args.threads)
 

@@ -76,19 +76,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _common.make_parser(
         NAME,
         __doc__,
+        points=30,
+        quick_points=6,
         seeds=FULL_SEEDS,
         quick_seeds=QUICK_SEEDS,
         epochs=FULL_EPOCHS,
         quick_epochs=QUICK_EPOCHS,
     )
-    parser.add_argument(
-        "--points",
-        type=int,
-        default=None,
-        help="epochs recorded on the log-spaced schedule (default 30; quick 6)",
-    )
     args = _common.parse_args(parser, argv)
-    points = args.points or (6 if args.quick else 30)
+    points = args.points
     clock = _common.Clock()
     _common.setup_torch(args.threads)
 

@@ -1,0 +1,124 @@
+"""Turn one epoch's activations into information rows: the one place that does.
+
+The monitor (during training) and :func:`ibmonitor.analysis.estimate_from_activations`
+(offline, from stored activations) both call :func:`information_rows`, so a
+row looks the same whichever made it.
+
+>>> import torch
+>>> from ibmonitor import estimators
+>>> t = {"fc1": torch.randn(64, 3)}
+>>> y = torch.randint(0, 2, (64,))
+>>> rows = information_rows(0, "default", t, y, [("binned", estimators.get("binned"))])
+>>> sorted(rows[0])[:4]
+['epoch', 'estimator', 'h_t', 'i_ty']
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .estimators import input_ids
+
+__all__ = ["ESTIMATOR_INPUT_KINDS", "InputsForEstimators", "information_rows"]
+
+#: What an estimator takes as ``x``: unique-row ids, the input values, or nothing.
+ESTIMATOR_INPUT_KINDS = ("ids", "values", "none")
+
+#: ``on_error(layer, estimator_label, exception)`` is told of a failed estimate.
+OnError = Callable[[str, str, BaseException], None]
+
+
+class InputsForEstimators:
+    """A probe set's inputs in the forms estimators ask for (ids computed once).
+
+    Parameters
+    ----------
+    values : array-like or Tensor of shape (n_samples, n_features) or None
+        The inputs, flattened (``None`` when not known: then ``x`` is None).
+    ids : array-like or Tensor of shape (n_samples,), optional
+        Precomputed unique-row ids of ``values``.
+    """
+
+    def __init__(self, values: Any, ids: Any = None) -> None:
+        self.values = values
+        self._ids = ids
+
+    @property
+    def ids(self) -> Any:
+        """Unique-row ids of the inputs (computed on first use)."""
+        if self._ids is None and self.values is not None:
+            self._ids = input_ids(self.values)
+        return self._ids
+
+    def for_estimator(self, estimator: Any) -> Any:
+        """Return the ``x`` argument ``estimator`` wants (by its ``inputs`` kind)."""
+        kind = getattr(estimator, "inputs", "ids")
+        if kind == "ids":
+            return self.ids
+        if kind == "values":
+            return self.values
+        return None
+
+
+def information_rows(
+    epoch: int,
+    probe: str,
+    activations: Mapping[str, Any],
+    labels: Any,
+    estimators: Sequence[Tuple[str, Any]],
+    *,
+    inputs: Optional[InputsForEstimators] = None,
+    skip: Mapping[str, str] = {},  # noqa: B006 - read only
+    on_error: Optional[OnError] = None,
+) -> List[Dict[str, Any]]:
+    """Estimate every (layer, estimator) pair of one probe set at one epoch.
+
+    Parameters
+    ----------
+    epoch : int
+    probe : str
+        Name of the probe set.
+    activations : dict of str to array or Tensor of shape (n_samples, n_units)
+        Each recorded layer's activations, in layer order.
+    labels : array or Tensor of shape (n_samples,)
+        Integer class labels.
+    estimators : sequence of (label, Estimator)
+        The ``estimator`` column value and the estimator.
+    inputs : InputsForEstimators, optional
+        The probe's inputs (ids or values are passed as the estimators ask).
+    skip : dict of str to str, optional
+        Layers whose rows are NaN without estimating (value: the reason).
+    on_error : callable, optional
+        ``on_error(layer, label, exc)`` when an estimator raises; the row is
+        then NaN. Without it the exception propagates.
+
+    Returns
+    -------
+    list of dict
+        One wide row per layer and estimator: ``epoch, probe, layer,
+        estimator, i_xt, i_ty`` and the estimator's extras, in bits.
+    """
+    rows: List[Dict[str, Any]] = []
+    for layer, t in activations.items():
+        for label, est in estimators:
+            base: Dict[str, Any] = {
+                "epoch": int(epoch),
+                "probe": probe,
+                "layer": layer,
+                "estimator": label,
+            }
+            if layer in skip:
+                rows.append({**base, "i_xt": math.nan, "i_ty": math.nan})
+                continue
+            try:
+                x = None if inputs is None else inputs.for_estimator(est)
+                values = est(t, labels, x=x).as_dict()
+                values.pop("estimator", None)
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                on_error(layer, label, exc)
+                values = {"i_xt": math.nan, "i_ty": math.nan}
+            rows.append({**base, **values})
+    return rows

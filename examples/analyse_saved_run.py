@@ -40,6 +40,7 @@ from ibmonitor.analysis import (
 )
 from ibmonitor.datasets import twelve_bit
 from ibmonitor.estimators import InformationEstimate, entropy_from_counts
+from ibmonitor.sinks import RunStore
 from ibmonitor.storage import RunWriter, load_runs
 from ibmonitor.zoo import tishby_mlp
 
@@ -106,8 +107,7 @@ def make_run(logdir: Path) -> Path:
             estimators={"quantized": {"n_bins": 30}},
             schedule=RECORD,
             logdir=logdir,
-            store_activations="float16",
-            tensorboard=False,
+            sinks=[RunStore(store_activations="float16")],
         )
     except (ImportError, AttributeError, NotImplementedError, TypeError) as err:
         print(f"(InformationMonitor unavailable: {err!r}; using RunWriter)")

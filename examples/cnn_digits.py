@@ -12,6 +12,8 @@ from torch import nn
 
 import ibmonitor
 from ibmonitor import datasets, zoo
+from ibmonitor.measures import MeasureSet
+from ibmonitor.sinks import RunStore, TensorBoard
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=20)
@@ -37,12 +39,14 @@ monitor = ibmonitor.InformationMonitor(
     estimators={"binned": {"value_range": "auto"}, "kde": {"noise_variance": 0.1}},
     schedule="log",
     total_epochs=args.epochs,
-    measures=["gap", "norms"],
-    train_data=(images[train], labels[train]),
-    test_data=(images[test], labels[test]),
-    loss_fn=loss_fn,
+    sinks=[RunStore(overwrite=True), TensorBoard()],
+    measures=MeasureSet(
+        ["gap", "norms"],
+        loss_fn=loss_fn,
+        train_data=(images[train], labels[train]),
+        test_data=(images[test], labels[test]),
+    ),
     logdir=args.logdir,
-    overwrite=True,
 )
 with monitor:
     for epoch in range(args.epochs):

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ibmonitor
 from ibmonitor import datasets, zoo
 from ibmonitor.integrations.lightning import InformationMonitorCallback
+from ibmonitor.sinks import RunStore
 
 try:
     import lightning.pytorch as pl
@@ -78,8 +79,7 @@ callback = InformationMonitorCallback(
     estimators=("binned",),
     schedule="log",  # total_epochs comes from the trainer's max_epochs
     logdir=args.logdir,
-    overwrite=True,
-    tensorboard=False,
+    sinks=[RunStore(overwrite=True)],
 )
 trainer = pl.Trainer(
     max_epochs=args.epochs,

@@ -10,6 +10,7 @@ from torch import nn
 
 import ibmonitor
 from ibmonitor import datasets, zoo
+from ibmonitor.sinks import RunStore, TensorBoard
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=200)
@@ -30,7 +31,7 @@ with ibmonitor.InformationMonitor(
     schedule="log",
     total_epochs=args.epochs,
     logdir=args.logdir,
-    overwrite=True,
+    sinks=[RunStore(overwrite=True), TensorBoard()],
 ) as monitor:
     for epoch in range(args.epochs):
         for batch in torch.randperm(len(y)).split(512):

@@ -32,6 +32,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 _LAZY = {
     "InformationMonitor": ("ibmonitor.monitor", "InformationMonitor"),
+    "MeasureSet": ("ibmonitor.measures", "MeasureSet"),
+    "ProbeSet": ("ibmonitor.probes", "ProbeSet"),
+    "RunStore": ("ibmonitor.sinks", "RunStore"),
+    "TensorBoard": ("ibmonitor.sinks", "TensorBoard"),
+    "sinks": ("ibmonitor.sinks", None),
     "load_run": ("ibmonitor.storage", "load_run"),
     "load_runs": ("ibmonitor.storage", "load_runs"),
     "Run": ("ibmonitor.storage", "Run"),
@@ -47,9 +52,13 @@ __all__ = [
     "IBMonitorWarning",
     "InformationMonitor",
     "InvalidParameterError",
+    "MeasureSet",
     "MonitorError",
     "MonitorWarning",
+    "ProbeSet",
     "Run",
+    "RunStore",
+    "TensorBoard",
     "__version__",
     "datasets",
     "estimators",
@@ -58,6 +67,7 @@ __all__ = [
     "measures",
     "plotting",
     "schedules",
+    "sinks",
 ]
 
 

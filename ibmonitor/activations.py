@@ -13,7 +13,12 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from torch import nn
 
-__all__ = ["ACTIVATION_KINDS", "SATURATION_BOUNDS", "activation_kind", "saturated_fraction"]
+__all__ = [
+    "ACTIVATION_KINDS",
+    "SATURATION_BOUNDS",
+    "activation_kind",
+    "saturated_fraction",
+]
 
 #: Module types -> kind of nonlinearity.
 ACTIVATION_KINDS: Tuple[Tuple[Tuple[type, ...], str], ...] = (

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,21 +17,9 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import InvalidParameterError
-from .storage import (
-    INFORMATION_COLUMNS,
-    INFORMATION_FILE,
-    RUN_FILE,
-    Run,
-    Runs,
-    _CsvTable,
-    _decode_name,
-    _information_records,
-    _jsonable,
-    _update_run_json,
-    _wide,
-    load_run,
-    load_runs,
-)
+from .schema import INFORMATION_COLUMNS, information_records, information_wide
+from .storage import RUN_FILE, Run, Runs, RunWriter, load_run, load_runs
+from .storage.files import jsonable
 
 __all__ = ["compression_table", "estimate_from_activations", "summary_table"]
 
@@ -229,7 +216,7 @@ def _label_for(run: Run, name: str, params: Mapping[str, Any], describe: str) ->
     The name, unless the run already has rows of that name made with other
     parameters (then ``name(k=v, ...)``).
     """
-    params = _jsonable(dict(params))
+    params = jsonable(dict(params))
     known: Dict[str, Any] = {}
     for entry in run.config.get("estimators") or []:
         if isinstance(entry, Mapping) and "name" in entry:
@@ -258,10 +245,12 @@ def estimate_from_activations(
 ) -> pd.DataFrame:
     """Recompute information from a run's stored activations with any estimator.
 
-    The new rows are appended to the run's ``information.csv`` (each epoch
-    flushed and fsynced as it is done, so an interrupted call keeps its
-    finished epochs) and the estimator is added to ``run.json``'s
-    ``"estimators"``.
+    The rows are made by :func:`ibmonitor.estimation.information_rows`, as the
+    monitor makes them during training, and appended to the run's
+    ``information.csv`` through :meth:`ibmonitor.storage.RunWriter.append_to`
+    (each epoch flushed and fsynced as it is done, so an interrupted call
+    keeps its finished epochs); the estimator is added to ``run.json``'s
+    ``"estimators"``. The run's status and times are left as they were.
 
     Parameters
     ----------
@@ -300,6 +289,7 @@ def estimate_from_activations(
     """
     from tqdm.auto import tqdm
 
+    from .estimation import InputsForEstimators, information_rows
     from .estimators import get, input_ids
 
     run = run_path if isinstance(run_path, Run) else load_run(run_path)
@@ -335,42 +325,45 @@ def estimate_from_activations(
             f"non-empty str. Got {label!r} instead."
         )
 
-    table = _CsvTable(run.path / INFORMATION_FILE, INFORMATION_COLUMNS)
     new_rows: List[Dict[str, Any]] = []
     ids_cache: Dict[str, tuple] = {}
-    try:
+    with RunWriter.append_to(run.path) as writer:
         bar = tqdm(todo, desc=f"estimate {label}", unit="epoch", disable=not progress)
         for epoch in bar:
             acts = run.activations(epoch)
             ys = run.labels(epoch)
             xs = run.inputs(epoch)
-            epoch_rows = []
+            epoch_rows: List[Dict[str, Any]] = []
             for probe in _select(list(acts), probes, "probe", run, epoch):
                 if probe not in ys:
                     raise InvalidParameterError(
                         f"The stored activations of probe {probe!r} at epoch "
                         f"{epoch} have no labels."
                     )
-                y = ys[probe]
-                x = _x_for(estimator.inputs, xs.get(probe), probe, ids_cache, input_ids)
-                for layer in _select(list(acts[probe]), layers, "layer", run, epoch):
-                    t = acts[probe][layer]
-                    t = t.astype(np.float32) if t.dtype == np.float16 else t
-                    result = estimator(t, y, x=x)
-                    row = {"epoch": epoch, "probe": probe, "layer": layer}
-                    row.update(result.as_dict())
-                    row["estimator"] = label
-                    epoch_rows.append(row)
-            table.append(_information_records(epoch_rows))
+                chosen = {
+                    layer: _float32(acts[probe][layer])
+                    for layer in _select(list(acts[probe]), layers, "layer", run, epoch)
+                }
+                inputs = _inputs_for(
+                    estimator.inputs, xs.get(probe), probe, ids_cache, input_ids
+                )
+                epoch_rows += information_rows(
+                    epoch,
+                    probe,
+                    chosen,
+                    ys[probe],
+                    [(label, estimator)],
+                    inputs=InputsForEstimators(*inputs),
+                )
+            writer.append_information(epoch_rows)
             new_rows.extend(epoch_rows)
-    finally:
-        table.close()
-
-    entry = {"name": estimator_name, "params": _jsonable(params), "label": label}
-    entry["source"] = "activations"
-
-    def record(config: Dict[str, Any]) -> None:
-        entries = config.setdefault("estimators", [])
+        entry = {
+            "name": estimator_name,
+            "params": jsonable(params),
+            "label": label,
+            "source": "activations",
+        }
+        entries = list(writer.config.get("estimators") or [])
         same = [
             e
             for e in entries
@@ -379,21 +372,17 @@ def estimate_from_activations(
             and e.get("params") == entry["params"]
         ]
         if not same:
-            entries.append(entry)
-
-    _update_run_json(run.path, record)
+            writer.update_config(estimators=[*entries, entry])
     logger.info("added %d rows of %s to %s", len(new_rows), label, run.path)
-    if not new_rows:
-        return _wide(pd.DataFrame(columns=list(INFORMATION_COLUMNS)), {})
     long = pd.DataFrame.from_records(
-        _decode_records(_information_records(new_rows)),
-        columns=list(INFORMATION_COLUMNS),
+        information_records(new_rows), columns=list(INFORMATION_COLUMNS)
     )
-    return _wide(long, json.loads(json.dumps(run.config)))
+    return information_wide(long, run.config)
 
 
-def _decode_records(records):
-    return [(r[0], *(_decode_name(v) for v in r[1:5]), float(r[5])) for r in records]
+def _float32(a: np.ndarray) -> np.ndarray:
+    """Compute on float32 what was stored as float16."""
+    return a.astype(np.float32) if a.dtype == np.float16 else a
 
 
 def _select(available, wanted, what, run, epoch):
@@ -408,15 +397,20 @@ def _select(available, wanted, what, run, epoch):
     return list(wanted)
 
 
-def _x_for(kind, x, probe, cache, input_ids):
-    """Return the inputs as the estimator wants them: ids, values or nothing."""
+def _inputs_for(kind, x, probe, cache, input_ids):
+    """Return ``(values, ids)`` of a probe's stored inputs for the estimator.
+
+    Unique-row ids are computed only for an estimator that takes ids, and
+    reused across epochs while the stored inputs stay the same.
+    """
     if kind == "none" or x is None:
-        return None
-    if kind == "values":
-        return x.astype(np.float32) if x.dtype == np.float16 else x
+        return None, None
+    values = _float32(x)
+    if kind != "ids":
+        return values, None
     hit = cache.get(probe)
     if hit is not None and hit[0].shape == x.shape and np.array_equal(hit[0], x):
-        return hit[1]
+        return values, hit[1]
     ids = input_ids(x)
     cache[probe] = (x, ids)
-    return ids
+    return values, ids

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import datasets, zoo
 from .exceptions import EstimationWarning
+from .measures import generalization_gap
 
 __all__ = ["DemoResult", "phase_table", "run_demo", "train_twelve_bit"]
 
@@ -95,6 +96,7 @@ def train_twelve_bit(
         The run directory.
     """
     from .monitor import InformationMonitor
+    from .sinks import RunStore, TensorBoard
 
     x_np, y_np = datasets.twelve_bit() if data is None else data
     train_idx, test_idx = _split(len(y_np), seed)
@@ -121,11 +123,14 @@ def train_twelve_bit(
         schedule=f"log:{n_schedule}",
         total_epochs=epochs,
         logdir=logdir,
-        overwrite=overwrite,
-        tensorboard=tensorboard,
+        sinks=[
+            RunStore(overwrite=overwrite),
+            *([TensorBoard()] if tensorboard else []),
+        ],
         verbose=verbose,
         seed=seed,
-        batch_size=len(y),  # one recording batch: 4096 tiny vectors
+        batch_size=len(y),
+        overhead_budget=None,  # one recording batch: 4096 tiny vectors
     )
     with monitor:
         for epoch in range(epochs):
@@ -139,49 +144,58 @@ def train_twelve_bit(
                 optimizer.step()
             scalars = {}
             if monitor.should_record(epoch):
-                scalars = _gap_scalars(mlp, loss_fn, x_train, y_train, x_test, y_test)
+                scalars = _gap_scalars(
+                    mlp, loss_fn, (x_train, y_train), (x_test, y_test)
+                )
             monitor.on_epoch_end(epoch, **scalars)
     return Path(logdir)
 
 
-@torch.no_grad()
-def _gap_scalars(mlp, loss_fn, x_train, y_train, x_test, y_test) -> Dict[str, float]:
-    mlp.eval()
-    out: Dict[str, float] = {}
-    for name, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
-        logits = mlp(xs)
-        out[f"{name}_loss"] = float(loss_fn(logits, ys))
-        out[f"{name}_acc"] = float((logits.argmax(1) == ys).float().mean())
-    out["gap/loss"] = out["test_loss"] - out["train_loss"]
-    out["gap/acc"] = out["train_acc"] - out["test_acc"]
-    mlp.train()
-    return out
+def _gap_scalars(mlp, loss_fn, train, test) -> Dict[str, float]:
+    """Loss and accuracy on both splits, and their gaps (one batch each)."""
+    gap = generalization_gap(
+        mlp, loss_fn, train, test, batch_size=max(len(train[1]), len(test[1]))
+    )
+    return {
+        "train_loss": gap.train_loss,
+        "train_acc": gap.train_acc,
+        "test_loss": gap.test_loss,
+        "test_acc": gap.test_acc,
+        "gap/loss": gap.loss_gap,
+        "gap/acc": gap.acc_gap,
+    }
 
 
 def phase_table(information: pd.DataFrame, estimator: str = "binned") -> pd.DataFrame:
     """First, highest and final I(X;T) and I(T;Y) (bits) per layer.
 
     Also the epoch of the highest I(X;T) and the compression, highest minus
-    final I(X;T), in bits.
+    final I(X;T), in bits (:func:`ibmonitor.analysis.compression_table`), for
+    the first probe.
     """
+    from .analysis import compression_table
+
     frame = information[information["estimator"] == estimator]
     if "probe" in frame:
         frame = frame[frame["probe"] == frame["probe"].iloc[0]]
+    else:  # e.g. a trajectory averaged over runs
+        frame = frame.assign(probe="")
+    peaks = compression_table(frame).set_index("layer")
     rows = []
     for layer, group in frame.groupby("layer", sort=False):
-        group = group.sort_values("epoch")
-        peak = group.loc[group["i_xt"].idxmax()]
+        group = group.sort_values("epoch", kind="stable")
+        peak = peaks.loc[layer]
         rows.append(
             {
                 "layer": layer,
                 "I(X;T) first": group["i_xt"].iloc[0],
-                "I(X;T) max": peak["i_xt"],
-                "epoch of max": int(peak["epoch"]),
-                "I(X;T) final": group["i_xt"].iloc[-1],
-                "compression": peak["i_xt"] - group["i_xt"].iloc[-1],
+                "I(X;T) max": peak["i_xt_max"],
+                "epoch of max": int(peak["epoch_max_i_xt"]),
+                "I(X;T) final": peak["i_xt_final"],
+                "compression": peak["compression_bits"],
                 "I(T;Y) first": group["i_ty"].iloc[0],
                 "I(T;Y) max": group["i_ty"].max(),
-                "I(T;Y) final": group["i_ty"].iloc[-1],
+                "I(T;Y) final": peak["i_ty_final"],
             }
         )
     return pd.DataFrame(rows)

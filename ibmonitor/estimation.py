@@ -20,7 +20,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .estimators import input_ids
 
-__all__ = ["ESTIMATOR_INPUT_KINDS", "InputsForEstimators", "information_rows"]
+__all__ = [
+    "ESTIMATOR_INPUT_KINDS",
+    "InputsForEstimators",
+    "estimator_list",
+    "information_rows",
+]
 
 #: What an estimator takes as ``x``: unique-row ids, the input values, or nothing.
 ESTIMATOR_INPUT_KINDS = ("ids", "values", "none")
@@ -69,7 +74,7 @@ def information_rows(
     estimators: Sequence[Tuple[str, Any]],
     *,
     inputs: Optional[InputsForEstimators] = None,
-    skip: Mapping[str, str] = {},  # noqa: B006 - read only
+    skip: Mapping[str, str] = {},
     on_error: Optional[OnError] = None,
 ) -> List[Dict[str, Any]]:
     """Estimate every (layer, estimator) pair of one probe set at one epoch.
@@ -122,3 +127,81 @@ def information_rows(
                 values = {"i_xt": math.nan, "i_ty": math.nan}
             rows.append({**base, **values})
     return rows
+
+
+def estimator_list(
+    spec: Any, *, owner: str = "InformationMonitor"
+) -> List[Tuple[str, Any]]:
+    """Turn an ``estimators=`` argument into ``[(label, Estimator), ...]``.
+
+    Parameters
+    ----------
+    spec : str, Estimator, sequence of them, or dict of name to params
+        Estimator names (:func:`ibmonitor.estimators.available`), objects from
+        :func:`ibmonitor.estimators.get`, or ``{name: params}``.
+    owner : str
+        Who asks, for error messages.
+
+    Returns
+    -------
+    list of (str, Estimator)
+        The label is the estimator's name, or its description (``kde(...)``)
+        where one name appears twice.
+    """
+    from . import estimators as registry
+    from .exceptions import InvalidParameterError
+
+    if isinstance(spec, (str, registry.Estimator)):
+        spec = [spec]
+    items: List[Any] = []
+    if isinstance(spec, Mapping):
+        for name, params in spec.items():
+            if params is not None and not isinstance(params, Mapping):
+                raise InvalidParameterError(
+                    f"The 'estimators' parameter of {owner} must map estimator "
+                    f"names to dicts of parameters. Got {params!r} for {name!r}."
+                )
+            items.append(registry.get(name, **dict(params or {})))
+    else:
+        try:
+            entries = list(spec)
+        except TypeError:
+            entries = [spec]
+        for entry in entries:
+            if isinstance(entry, str):
+                items.append(registry.get(entry))
+            elif isinstance(entry, registry.Estimator) or (
+                callable(entry) and hasattr(entry, "name")
+            ):
+                items.append(entry)
+            else:
+                raise InvalidParameterError(
+                    f"The 'estimators' parameter of {owner} must hold estimator "
+                    "names, Estimator objects (ibmonitor.estimators.get) or a dict "
+                    f"of name -> params. Got {entry!r}."
+                )
+    if not items:
+        raise InvalidParameterError(
+            f"The 'estimators' parameter of {owner} is empty; give at least one "
+            f"of {registry.available()}."
+        )
+    names = [e.name for e in items]
+    labels = []
+    for est in items:
+        if names.count(est.name) > 1:
+            describe = getattr(est, "describe", None)
+            labels.append(describe() if callable(describe) else repr(est))
+        else:
+            labels.append(est.name)
+    if len(set(labels)) != len(labels):
+        raise InvalidParameterError(
+            f"The 'estimators' parameter of {owner} lists the same estimator "
+            f"twice: {labels}."
+        )
+    for est in items:
+        if getattr(est, "inputs", "ids") not in ESTIMATOR_INPUT_KINDS:
+            raise InvalidParameterError(
+                f"Estimator {est.name!r} has inputs={est.inputs!r}; expected one of "
+                f"{list(ESTIMATOR_INPUT_KINDS)}."
+            )
+    return list(zip(labels, items))

@@ -8,10 +8,19 @@ so that figures render offline and in static exports.
 - :func:`information_plane`: one trajectory per layer in the (I(X;T), I(T;Y))
   plane, markers coloured by epoch on one colour bar; several runs overlaid or
   in facets, or averaged over seeds as in Shwartz-Ziv & Tishby (2017).
-- :func:`dashboard`: the information plane beside the generalization gap
-  (loss and accuracy) and the sharpness and norm measures over epochs.
+- :func:`dashboard`: the information plane beside the scalars over epochs, in
+  the panels of :func:`ibmonitor.schema.scalar_panel` (loss, accuracy,
+  sharpness, norms, and saturation where recorded).
+- :func:`combine_figures`: several single-panel figures side by side in one
+  (shared plane ranges, one epoch colour bar).
+- :func:`line_figure`: one line per group of a tidy table (e.g. a scalar
+  over epochs, one line per run).
 - :func:`write_image`: static PNG, SVG or PDF export through kaleido and a
   Chrome or Chromium browser (see :mod:`ibmonitor._browser`).
+
+Column names, the default probe, the long/wide conversion, the panels of the
+scalars, the axis titles and whether epochs are log-scaled all come from
+:mod:`ibmonitor.schema`, which the TensorBoard writer and plugin share.
 
 Accepted inputs
 ---------------
@@ -43,15 +52,28 @@ from plotly.subplots import make_subplots
 
 from ._validation import check_param
 from .exceptions import InvalidParameterError
+from .schema import (
+    DEFAULT_PROBE,
+    X_TITLE,
+    Y_TITLE,
+    default_probe,
+    plane_rows,
+    scalar_panel,
+    to_wide,
+    use_log_epochs,
+)
 
-__all__ = ["dashboard", "information_plane", "write_image"]
+__all__ = [
+    "X_TITLE",
+    "Y_TITLE",
+    "combine_figures",
+    "dashboard",
+    "information_plane",
+    "line_figure",
+    "write_image",
+]
 
 logger = logging.getLogger(__name__)
-
-#: Axis titles of the information plane (plain Unicode; LaTeX does not render
-#: offline).
-X_TITLE = "I(X;T) (bits)"
-Y_TITLE = "I(T;Y) (bits)"
 
 _INFO_COLUMNS = ("run", "probe", "estimator", "layer", "epoch", "i_xt", "i_ty")
 _FACETS = (None, "run", "estimator")
@@ -116,39 +138,6 @@ def _empty_scalars() -> pd.DataFrame:
     )
 
 
-def _wide_information(frame: pd.DataFrame, owner: str) -> pd.DataFrame:
-    """Return ``frame`` as a wide information table (pivoting a long one)."""
-    frame = frame.copy()
-    if {"quantity", "value"} <= set(frame.columns) and not {"i_xt", "i_ty"} <= set(
-        frame.columns
-    ):
-        keys = [
-            c for c in ("run", "epoch", "probe", "layer", "estimator") if c in frame
-        ]
-        frame = frame.pivot_table(
-            index=keys, columns="quantity", values="value", aggfunc="last"
-        ).reset_index()
-        frame.columns.name = None
-    missing = [c for c in ("epoch", "layer", "i_xt", "i_ty") if c not in frame]
-    if missing:
-        raise InvalidParameterError(
-            f"The information table given to {owner} lacks the columns {missing}. "
-            "Expected a run, a run directory, or a DataFrame with columns "
-            "epoch, layer, i_xt and i_ty (bits)."
-        )
-    if "probe" not in frame:
-        frame["probe"] = "default"
-    if "estimator" not in frame:
-        frame["estimator"] = ""
-    frame["epoch"] = pd.to_numeric(frame["epoch"]).astype("int64")
-    frame["layer"] = frame["layer"].astype(str)
-    frame["estimator"] = frame["estimator"].fillna("").astype(str)
-    frame["probe"] = frame["probe"].fillna("default").astype(str)
-    frame["i_xt"] = pd.to_numeric(frame["i_xt"], errors="coerce").astype(float)
-    frame["i_ty"] = pd.to_numeric(frame["i_ty"], errors="coerce").astype(float)
-    return frame
-
-
 def _config_layers(config: Mapping) -> list:
     layers = config.get("layers") if isinstance(config, Mapping) else None
     if isinstance(layers, Mapping):
@@ -171,13 +160,13 @@ def _run_name(obj: Any, default: str) -> str:
 def _one(obj: Any, default_name: str, owner: str, name: Optional[str] = None) -> _Runs:
     """Gather one input (Run-like or DataFrame) into a :class:`_Runs`."""
     if isinstance(obj, pd.DataFrame):
-        info = _wide_information(obj, owner)
+        info = to_wide(obj, owner)
         scalars = _empty_scalars()
         configs: dict = {}
     elif hasattr(obj, "information"):
         info = obj.information
         info = (
-            _wide_information(info, owner)
+            to_wide(info, owner)
             if info is not None and len(info)
             else _empty_information()
         )
@@ -310,48 +299,8 @@ def _choose(
 # ----------------------------------------------------------------- epoch scaling
 
 
-def _schedule_is_log(schedule: Any) -> Optional[bool]:
-    """Read a run's configured schedule: True (log), False (other), None."""
-    if schedule is None:
-        return None
-    if isinstance(schedule, str):
-        kind = schedule.strip().lower()
-        if kind.startswith("log"):
-            return True
-        # "every"/"all" are evenly spaced; a list or callable may be anything.
-        return False if kind in ("every", "all", "linear", "uniform") else None
-    if isinstance(schedule, Mapping):
-        for key in ("kind", "type", "name", "schedule", "spec", "strategy"):
-            if key in schedule:
-                found = _schedule_is_log(schedule[key])
-                if found is not None:
-                    return found
-        if "log" in schedule:
-            return bool(schedule["log"])
-        if "every" in schedule:
-            return False
-        return None
-    return None
-
-
-def _epochs_look_log(epochs: Sequence[int]) -> bool:
-    """Whether recorded epochs are log-spaced (gaps grow, span a decade)."""
-    e = np.unique(np.asarray(list(epochs), dtype=float))
-    if len(e) < 5 or (e[-1] + 1) / (e[0] + 1) < 20:
-        return False
-    gaps = np.diff(e)
-    k = max(1, len(gaps) // 4)
-    return bool(gaps[-k:].mean() >= 4 * gaps[:k].mean())
-
-
 def _use_log(log_epochs: Any, configs: Mapping, epochs: Sequence[int]) -> bool:
-    if log_epochs is not True and log_epochs is not False:
-        votes = [_schedule_is_log(c.get("schedule")) for c in configs.values()]
-        votes = [v for v in votes if v is not None]
-        if votes:
-            return any(votes)
-        return _epochs_look_log(epochs)
-    return bool(log_epochs)
+    return use_log_epochs(configs.values(), epochs, log_epochs)
 
 
 def _nice_epochs(lo: float, hi: float) -> list:
@@ -429,24 +378,29 @@ def _select(
         info = info[info["run"].isin(keep)]
     probes = list(dict.fromkeys(info["probe"]))
     if probe is None:
-        probe_sel = "default" if "default" in probes or not probes else probes[0]
+        probe_sel = default_probe(probes) or DEFAULT_PROBE
     else:
         probe_sel = _choose(probe, probes, "probe", owner)[0]
-    info = info[info["probe"] == probe_sel]
-    estimators = list(dict.fromkeys(info["estimator"]))
-    if estimator is None:
-        chosen = estimators if all_estimators else estimators[:1]
-        if len(estimators) > 1 and not all_estimators:
-            logger.info(
-                "%s: several estimators recorded (%s); showing %r. Pass "
-                "estimator= to choose.",
-                owner,
-                estimators,
-                chosen[0],
-            )
-    else:
-        chosen = _choose(estimator, estimators, "estimator", owner, many=all_estimators)
-    info = info[info["estimator"].isin(chosen)]
+    if estimator is not None:
+        for_probe = info[info["probe"] == probe_sel]
+        estimator = _choose(
+            estimator,
+            list(dict.fromkeys(for_probe["estimator"])),
+            "estimator",
+            owner,
+            many=all_estimators,
+        )
+    info, _, chosen, estimators = plane_rows(
+        info, estimator=estimator, probe=probe_sel, all_estimators=all_estimators
+    )
+    if estimator is None and len(estimators) > 1 and not all_estimators:
+        logger.info(
+            "%s: several estimators recorded (%s); showing %r. Pass "
+            "estimator= to choose.",
+            owner,
+            estimators,
+            chosen[0],
+        )
     present = set(info["layer"])
     order = [layer for layer in data.layer_order if layer in present]
     if layers is not None:
@@ -470,7 +424,7 @@ def _average_seeds(info: pd.DataFrame, runs: list, spread: Optional[str]) -> tup
         out["err_xt"], out["err_ty"] = sd[:, 0], sd[:, 1]
     label = f"mean of {len(runs)} runs"
     out["run"] = label
-    out["probe"] = info["probe"].iloc[0] if len(info) else "default"
+    out["probe"] = info["probe"].iloc[0] if len(info) else DEFAULT_PROBE
     return out, [label]
 
 
@@ -770,70 +724,65 @@ def _not_recorded(
 
 # ------------------------------------------------------------------- dashboard
 
-#: (panel title, roles) of the dashboard's time-series panels. A role is a
-#: (label, candidate scalar names, dash) triple; the first candidate recorded
-#: is drawn. Prefix roles (ending in "/") draw every scalar under the prefix.
-_PANELS = (
-    (
-        "Loss",
-        (
-            ("train", ("train_loss", "gap/train_loss"), "solid"),
-            ("test", ("test_loss", "gap/test_loss", "val_loss"), "solid"),
-            ("gap (test − train)", ("gap/loss",), "dash"),
-        ),
+#: Panels of the dashboard's time series, in order (names from
+#: :data:`ibmonitor.schema.PANELS`); "Saturation" only where recorded, and
+#: "Other" scalars (a learning rate, say) are not drawn.
+DASHBOARD_PANELS = ("Loss", "Accuracy", "Sharpness", "Norms", "Saturation")
+_OPTIONAL_PANELS = ("Saturation",)
+#: Roles of the Loss and Accuracy panels: (label, candidate names, dash); the
+#: first candidate recorded is drawn. The other names of these panels (the
+#: ones no role names) are drawn dotted under their own names.
+_ROLES = {
+    "Loss": (
+        ("train", ("train_loss", "gap/train_loss"), "solid"),
+        ("test", ("test_loss", "gap/test_loss", "val_loss"), "solid"),
+        ("gap (test − train)", ("gap/loss",), "dash"),
     ),
-    (
-        "Accuracy",
-        (
-            ("train", ("train_acc", "gap/train_acc"), "solid"),
-            ("test", ("test_acc", "gap/test_acc", "val_acc"), "solid"),
-            ("gap (train − test)", ("gap/acc",), "dash"),
-        ),
+    "Accuracy": (
+        ("train", ("train_acc", "gap/train_acc"), "solid"),
+        ("test", ("test_acc", "gap/test_acc", "val_acc"), "solid"),
+        ("gap (train − test)", ("gap/acc",), "dash"),
     ),
-    ("Sharpness", ((None, ("sharpness/", "hessian/"), "solid"),)),
-    ("Norms and bounds", ((None, ("norms/total/", "pac_bayes/"), "solid"),)),
-)
+}
+#: Panels whose value axis turns logarithmic when values span two decades.
+_LOG_VALUE_PANELS = ("Sharpness", "Norms")
 _ROLE_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}
 
 
-def _panel_series(scalars: pd.DataFrame, roles: tuple) -> list:
-    """Return [(label, scalar name, dash, rows)] for one panel."""
-    names = list(dict.fromkeys(scalars["name"]))
+def _scalar_names_by_panel(scalars: pd.DataFrame) -> dict:
+    """{panel: [scalar names in order of appearance]} by :func:`scalar_panel`."""
+    panels: dict = {}
+    for name in dict.fromkeys(scalars["name"].astype(str)):
+        panels.setdefault(scalar_panel(name).panel, []).append(name)
+    return panels
+
+
+def _panel_series(scalars: pd.DataFrame, panel: str, names: list) -> list:
+    """Return [(label, scalar name, dash, rows)] for one panel.
+
+    ``names`` are the scalars :func:`ibmonitor.schema.scalar_panel` puts in
+    ``panel``. Loss and Accuracy draw their roles (train, test, gap), then
+    the names no role lists; the Norms panel draws the whole-model norms
+    (``norms/total/*``) when recorded, else every norm; the other panels draw
+    every name.
+    """
+    roles = _ROLES.get(panel, ())
     out = []
-    used: set = set()
+    listed: set = set()
     for label, candidates, dash in roles:
-        if label is None:  # prefixes: every matching scalar
-            for name in names:
-                if name.startswith(candidates) and name not in used:
-                    used.add(name)
-                    out.append((name, name, dash))
-            continue
+        listed.update(candidates)
         for name in candidates:
             if name in names:
-                used.add(name)
                 out.append((label, name, dash))
                 break
+    others = [name for name in names if name not in listed]
+    if panel == "Norms" and any(n.startswith("norms/total/") for n in others):
+        others = [n for n in others if n.startswith("norms/total/")]
+    out.extend((name, name, "dot" if roles else "solid") for name in others)
     return [
         (label, name, dash, scalars[scalars["name"] == name].sort_values("epoch"))
         for label, name, dash in out
     ]
-
-
-def _leftover_gap_names(scalars: pd.DataFrame) -> dict:
-    """Other ``gap/*`` scalars, sorted into the loss and accuracy panels."""
-    known = {
-        "gap/loss",
-        "gap/acc",
-        "gap/train_loss",
-        "gap/test_loss",
-        "gap/train_acc",
-        "gap/test_acc",
-    }
-    extra: dict = {"Loss": [], "Accuracy": []}
-    for name in dict.fromkeys(scalars["name"]):
-        if name.startswith("gap/") and name not in known:
-            extra["Accuracy" if "acc" in name else "Loss"].append(name)
-    return extra
 
 
 def dashboard(
@@ -850,17 +799,24 @@ def dashboard(
 
     Left: the information plane (see :func:`information_plane`). Right, one
     above the other on a shared epoch axis (logarithmic where the schedule
-    is log-spaced):
+    is log-spaced), the panels of :func:`ibmonitor.schema.scalar_panel`, the
+    same panels as the HTML report and TensorBoard:
 
     - **Loss**: train and test loss (scalars ``train_loss``, ``test_loss``, or
       the gap measure's ``gap/train_loss``, ``gap/test_loss``) and the gap
-      ``gap/loss``, dashed;
+      ``gap/loss``, dashed; other loss scalars dotted;
     - **Accuracy**: the same for ``*_acc`` and ``gap/acc``;
-    - **Sharpness**: every ``sharpness/*`` and ``hessian/*`` scalar;
-    - **Norms and bounds**: every ``norms/total/*`` and ``pac_bayes/*`` scalar.
+    - **Sharpness**: every ``sharpness/*``, ``hessian/*``,
+      ``expected_sharpness/*`` and ``pac_bayes/*`` scalar;
+    - **Norms**: every ``norms/total/*`` scalar (the per-layer norms where no
+      whole-model norm was recorded);
+    - **Saturation**, only where recorded: the saturated fraction of each
+      tanh or sigmoid layer (``saturation/<layer>``, in [0, 1]).
 
-    A panel whose measures were not recorded says "not recorded". Panels whose
-    values span more than two decades get a log value axis.
+    A panel whose measures were not recorded says "not recorded". Sharpness
+    and norm panels whose values span more than two decades get a log value
+    axis. Scalars of no panel (the "Other" panel: a learning rate, say) are
+    not drawn.
 
     Parameters
     ----------
@@ -877,7 +833,7 @@ def dashboard(
         Continuous colour scale of the epochs.
     log_epochs : {"auto", True, False}, default="auto"
         Log-scale the epochs (colours and epoch axes); ``"auto"`` follows the
-        run's schedule.
+        run's schedule (see :func:`ibmonitor.schema.use_log_epochs`).
     title : str, optional
         Figure title; by default the run's name.
 
@@ -885,7 +841,8 @@ def dashboard(
     -------
     fig : plotly.graph_objects.Figure
         The information-plane traces (one per layer) first, then the
-        time-series traces.
+        time-series traces (``meta``: ``kind="scalar"``, the scalar's
+        ``name`` and its ``panel``).
     """
     owner = "dashboard"
     _check_log(log_epochs, owner)
@@ -915,18 +872,23 @@ def dashboard(
         data.configs,
         np.unique(info_epochs) if len(info_epochs) else all_epochs,
     )
+    by_panel = _scalar_names_by_panel(scalars)
+    panels = [
+        p for p in DASHBOARD_PANELS if p not in _OPTIONAL_PANELS or by_panel.get(p)
+    ]
+    n_rows = len(panels)
 
     est = estimators[0] if estimators and estimators[0] else None
     plane_title = "Information plane" + (f" ({_escape(est)})" if est else "")
     fig = make_subplots(
-        rows=4,
+        rows=n_rows,
         cols=2,
-        specs=[[{"rowspan": 4}, {}], [None, {}], [None, {}], [None, {}]],
+        specs=[[{"rowspan": n_rows}, {}]] + [[None, {}]] * (n_rows - 1),
         column_widths=[0.52, 0.48],
         shared_xaxes=True,
         horizontal_spacing=0.09,
-        vertical_spacing=0.045,
-        subplot_titles=[plane_title, *(p[0] for p in _PANELS)],
+        vertical_spacing=0.045 if n_rows <= 4 else 0.04,
+        subplot_titles=[plane_title, *panels],
     )
     traces, ends = _plane_traces(
         info,
@@ -948,11 +910,9 @@ def dashboard(
         fig.update_yaxes(title_text=Y_TITLE, row=1, col=1)
 
     offset, axis = _epoch_axis(all_epochs if len(all_epochs) else np.array([0]), log)
-    extra = _leftover_gap_names(scalars)
-    for i, (panel, roles) in enumerate(_PANELS):
+    for i, panel in enumerate(panels):
         row = i + 1
-        roles = roles + tuple((n, (n,), "dot") for n in extra.get(panel, []))
-        series = _panel_series(scalars, roles)
+        series = _panel_series(scalars, panel, by_panel.get(panel, []))
         legend = f"legend{row + 1}"
         values = []
         for k, (label, scalar, dash, rows) in enumerate(series):
@@ -977,7 +937,7 @@ def dashboard(
                         f"{_escape(scalar)}<br>epoch %{{customdata}}<br>"
                         "%{y:.4g}<extra></extra>"
                     ),
-                    meta={"kind": "scalar", "name": _escape(scalar)},
+                    meta={"kind": "scalar", "name": _escape(scalar), "panel": panel},
                 ),
                 row=row,
                 col=2,
@@ -1004,12 +964,14 @@ def dashboard(
             joined = np.concatenate(values)
             joined = joined[np.isfinite(joined)]
             if (
-                panel in ("Sharpness", "Norms and bounds")
+                panel in _LOG_VALUE_PANELS
                 and len(joined)
                 and joined.min() > 0
                 and joined.max() / joined.min() > 100
             ):
                 fig.update_yaxes(type="log", row=row, col=2)
+            if panel == "Saturation":
+                fig.update_yaxes(rangemode="tozero", row=row, col=2)
         fig.update_xaxes(
             **{k: v for k, v in axis.items() if k != "title"}, row=row, col=2
         )
@@ -1028,7 +990,7 @@ def dashboard(
             }
         )
 
-    fig.update_xaxes(title_text=axis["title"]["text"], row=len(_PANELS), col=2)
+    fig.update_xaxes(title_text=axis["title"]["text"], row=n_rows, col=2)
 
     plane_domain = fig.get_subplot(1, 1).xaxis.domain
     fig.update_layout(
@@ -1051,9 +1013,316 @@ def dashboard(
         ),
         template="plotly_white",
         hovermode="closest",
-        height=820,
+        height=820 + 170 * (n_rows - 4),
         margin={"l": 70, "r": 190, "t": 80, "b": 110},
     )
+    return fig
+
+
+# ------------------------------------------------------------ combined figures
+
+#: Smallest axis spans (bits) of a plane panel in :func:`combine_figures`: a
+#: flat trajectory (a layer pinned at log2(n), say) would otherwise be
+#: stretched over 0.001 bit.
+MIN_PLANE_SPAN = (1.0, 0.5)
+_SHARE_OPTIONS = (None, "all", "row")
+_LINE_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_DASHES = ("solid", "dash", "dot", "dashdot")
+
+
+def _is_plane(fig: go.Figure) -> bool:
+    """Whether a figure is an information plane (by its traces or x title)."""
+    if any((t.meta or {}).get("kind") == "information_plane" for t in fig.data):
+        return True
+    return (fig.layout.xaxis.title.text or "") == X_TITLE
+
+
+def _widest_coloraxis(current: Any, new: Any) -> Any:
+    """Keep the colour axis (and ticks) spanning the most epochs, widened to both.
+
+    Every information plane colours its markers by log10(epoch + 1) (or the
+    epoch), so one colour axis serves all panels once cmin/cmax cover them.
+    """
+    if new is None or new.colorscale is None or new.cmin is None:
+        return current
+    if current is None:
+        return new
+    wider = new if (new.cmax - new.cmin) > (current.cmax - current.cmin) else current
+    wider = type(wider)(wider)
+    wider.cmin = min(current.cmin, new.cmin)
+    wider.cmax = max(current.cmax, new.cmax)
+    return wider
+
+
+def _share_plane_ranges(
+    out: go.Figure, figures: Sequence[go.Figure], refs: Sequence[int], cols: int
+) -> None:
+    """Give the plane panels ``refs`` of ``out`` the ranges that cover them all."""
+    xs: list = []
+    ys: list = []
+    for i in refs:
+        for trace in figures[i].data:
+            if trace.x is not None:
+                xs.extend(v for v in trace.x if v is not None and math.isfinite(v))
+            if trace.y is not None:
+                ys.extend(v for v in trace.y if v is not None and math.isfinite(v))
+    if not xs or not ys:
+        return
+    (x0, x1), (y0, y1) = (min(xs), max(xs)), (min(ys), max(ys))
+    if x1 - x0 < MIN_PLANE_SPAN[0]:
+        x0, x1 = (x0 + x1 - MIN_PLANE_SPAN[0]) / 2, (x0 + x1 + MIN_PLANE_SPAN[0]) / 2
+    if y1 - y0 < MIN_PLANE_SPAN[1]:
+        y0, y1 = (y0 + y1 - MIN_PLANE_SPAN[1]) / 2, (y0 + y1 + MIN_PLANE_SPAN[1]) / 2
+    xpad, ypad = 0.05 * (x1 - x0), 0.06 * (y1 - y0)
+    for i in refs:
+        row, col = i // cols + 1, i % cols + 1
+        # room on the right for the layer names at the trajectory ends
+        out.update_xaxes(range=[x0 - xpad, x1 + 3 * xpad], row=row, col=col)
+        out.update_yaxes(range=[y0 - ypad, y1 + ypad], row=row, col=col)
+
+
+def combine_figures(
+    figures: Sequence[go.Figure],
+    titles: Sequence[str],
+    *,
+    title: str,
+    cols: Optional[int] = None,
+    shared_plane_axes: Optional[str] = "all",
+    horizontal_spacing: float = 0.07,
+    height: Optional[int] = None,
+) -> go.Figure:
+    """Put several single-panel figures side by side in one figure.
+
+    Traces, layer-name annotations, axis titles, axis types and tick labels
+    are copied from each figure (its first subplot); a legend entry shown by
+    several figures is shown once. The information planes among them (from
+    :func:`information_plane`) share one epoch colour axis, widened to cover
+    all of them.
+
+    Parameters
+    ----------
+    figures : sequence of plotly.graph_objects.Figure
+        Single-panel figures, e.g. from :func:`information_plane` and
+        :func:`line_figure`; they are not modified.
+    titles : sequence of str
+        One subplot title per figure.
+    title : str
+        Title of the combined figure.
+    cols : int, optional
+        Panels per row; by default all in one row.
+    shared_plane_axes : {"all", "row"} or None, default="all"
+        ``"all"``: the information-plane panels share their I(X;T) and I(T;Y)
+        ranges, so trajectories compare at a glance; ``"row"``: within each
+        row; None: each panel keeps its own ranges. Shared ranges span at
+        least :data:`MIN_PLANE_SPAN` bits.
+    horizontal_spacing : float, default=0.07
+        Space between columns, as a fraction of the width.
+    height : int, optional
+        Height in pixels; by default plotly's.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+
+    Raises
+    ------
+    InvalidParameterError
+        No figure, a different number of titles, or a bad option.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"epoch": [0, 1], "layer": ["a", "a"],
+    ...                       "i_xt": [1.0, 2.0], "i_ty": [0.1, 0.4]})
+    >>> fig = combine_figures([information_plane(frame)] * 2, ["left", "right"],
+    ...                       title="two planes")
+    >>> len(fig.data)
+    2
+    """
+    owner = "combine_figures"
+    check_param(
+        shared_plane_axes,
+        "shared_plane_axes",
+        owner,
+        kind="option",
+        options=_SHARE_OPTIONS,
+    )
+    if not figures:
+        raise InvalidParameterError(f"{owner} needs at least one figure. Got none.")
+    if len(titles) != len(figures):
+        raise InvalidParameterError(
+            f"{owner} needs one title per figure: got {len(figures)} figures and "
+            f"{len(titles)} titles."
+        )
+    n = len(figures)
+    cols = cols or n
+    rows = math.ceil(n / cols)
+    out = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=list(titles),
+        horizontal_spacing=horizontal_spacing,
+        vertical_spacing=0.14 if rows > 1 else 0.1,
+    )
+    coloraxis = None
+    plane_refs: list = []
+    legend_seen: set = set()
+    for i, fig in enumerate(figures):
+        row, col = i // cols + 1, i % cols + 1
+        plane = _is_plane(fig)
+        for trace in fig.data:
+            trace = type(trace)(trace)  # a copy: the source figure is kept
+            name = getattr(trace, "legendgroup", None) or getattr(trace, "name", None)
+            if trace.showlegend is not False and name is not None:
+                if name in legend_seen:
+                    trace.showlegend = False
+                legend_seen.add(name)
+            out.add_trace(trace, row=row, col=col)
+        for ann in fig.layout.annotations or ():
+            if ann.xref == "paper" or ann.yref == "paper":
+                continue  # subplot titles and notes of the source figure
+            out.add_annotation(ann.to_plotly_json(), row=row, col=col)
+        out.update_xaxes(
+            title_text=fig.layout.xaxis.title.text,
+            type=fig.layout.xaxis.type,
+            row=row,
+            col=col,
+        )
+        out.update_yaxes(
+            title_text=fig.layout.yaxis.title.text if (col == 1 or not plane) else None,
+            type=fig.layout.yaxis.type,
+            row=row,
+            col=col,
+        )
+        if fig.layout.xaxis.tickvals is not None:
+            out.update_xaxes(
+                tickvals=fig.layout.xaxis.tickvals,
+                ticktext=fig.layout.xaxis.ticktext,
+                row=row,
+                col=col,
+            )
+        if plane:
+            plane_refs.append(i)
+            coloraxis = _widest_coloraxis(coloraxis, fig.layout.coloraxis)
+    if shared_plane_axes == "all":
+        groups = [plane_refs]
+    elif shared_plane_axes == "row":
+        groups = [[i for i in plane_refs if i // cols == r] for r in range(rows)]
+    else:
+        groups = []
+    for refs in groups:
+        if refs:
+            _share_plane_ranges(out, figures, refs, cols)
+    layout: dict = {
+        "title": {"text": title, "x": 0.01, "xanchor": "left"},
+        "template": "plotly_white",
+        "hovermode": "closest",
+        "margin": {"l": 70, "r": 40, "t": 80, "b": 60},
+        "legend": {"orientation": "h", "y": -0.18, "x": 0.0},
+    }
+    if coloraxis is not None:
+        layout["coloraxis"] = coloraxis
+    if height is not None:
+        layout["height"] = height
+    out.update_layout(**layout)
+    return out
+
+
+def line_figure(
+    frame: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    color: str,
+    dash: Optional[str] = None,
+    xtitle: str,
+    ytitle: str,
+    log_x: bool = False,
+    log_y: bool = False,
+) -> go.Figure:
+    """Draw one line per ``color`` value (and ``dash`` value) of a tidy table.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A tidy table, e.g. the scalars of :func:`ibmonitor.storage.load_runs`
+        (``run, epoch, name, value``).
+    x, y : str
+        Columns of the horizontal and vertical positions.
+    color : str
+        Column whose values get one colour each (in order of appearance).
+    dash : str, optional
+        Column whose values get one dash style each (solid, dash, dot,
+        dashdot, then again).
+    xtitle, ytitle : str
+        Axis titles.
+    log_x : bool, default=False
+        Logarithmic x axis; where some x is 0 or less every x is shifted by
+        +1 (an epoch axis starting at 0), and the title says so.
+    log_y : bool, default=False
+        Logarithmic y axis.
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        One trace per group, named ``"<color value> · <dash value>"``.
+
+    Raises
+    ------
+    InvalidParameterError
+        A column is missing from ``frame``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"epoch": [0, 1, 0, 1], "run": ["a", "a", "b", "b"],
+    ...                       "value": [1.0, 0.5, 1.2, 0.7]})
+    >>> fig = line_figure(frame, x="epoch", y="value", color="run",
+    ...                   xtitle="epoch", ytitle="loss")
+    >>> [t.name for t in fig.data]
+    ['a', 'b']
+    """
+    missing = [c for c in (x, y, color, dash) if c is not None and c not in frame]
+    if missing:
+        raise InvalidParameterError(
+            f"The table given to line_figure lacks the columns {missing}. "
+            f"Got columns {list(frame.columns)} instead."
+        )
+    fig = go.Figure()
+    groups = [color] + ([dash] if dash else [])
+    colors = list(dict.fromkeys(frame[color]))
+    styles = list(dict.fromkeys(frame[dash])) if dash else [None]
+    shift = 1.0 if log_x and (frame[x].to_numpy(dtype=float) <= 0).any() else 0.0
+    for key, rows in frame.groupby(groups, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        c = colors.index(key[0])
+        d = styles.index(key[1]) if dash else 0
+        rows = rows.sort_values(x)
+        label = " · ".join(str(k) for k in key)
+        fig.add_trace(
+            go.Scatter(
+                x=rows[x].to_numpy(dtype=float) + shift,
+                y=rows[y].to_numpy(dtype=float),
+                mode="lines+markers",
+                name=_escape(label),
+                legendgroup=_escape(label),
+                line={
+                    "color": _LINE_PALETTE[c % len(_LINE_PALETTE)],
+                    "dash": _DASHES[d % len(_DASHES)],
+                },
+                marker={"size": 5},
+                hovertemplate=(
+                    f"{_escape(label)}<br>{_escape(x)}: %{{x}}<br>"
+                    f"{_escape(y)}: %{{y:.4g}}<extra></extra>"
+                ),
+            )
+        )
+    fig.update_xaxes(
+        title_text=xtitle + (" (log scale, +1)" if shift else ""),
+        type="log" if log_x else None,
+    )
+    fig.update_yaxes(title_text=ytitle, type="log" if log_y else None)
+    fig.update_layout(template="plotly_white")
     return fig
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -34,6 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._device import model_device, model_float_dtype
+from ._state import preserve_state
 from .exceptions import InvalidParameterError
 
 __all__ = [
@@ -42,8 +43,6 @@ __all__ = [
     "activation_kind",
     "layer_output_name",
     "layer_shapes",
-    "model_device",
-    "preserve_state",
     "record_activations",
     "resolve_layers",
     "unwrap_model",
@@ -148,22 +147,6 @@ def activation_kind(module: nn.Module) -> Optional[str]:
     for types, kind in _KINDS:
         if isinstance(module, types):
             return kind
-    return None
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU when it has none)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_float_dtype(model: nn.Module) -> Optional[torch.dtype]:
-    for tensor in model.parameters():
-        if torch.is_floating_point(tensor):
-            return tensor.dtype
     return None
 
 
@@ -285,33 +268,6 @@ def _listing(names: Sequence[str]) -> str:
         return repr(names)
     shown = ", ".join(repr(n) for n in names[:_MAX_LISTED])
     return f"[{shown}, ... ({len(names) - _MAX_LISTED} more)]"
-
-
-@contextlib.contextmanager
-def preserve_state(model: Optional[nn.Module] = None) -> Iterator[None]:
-    """Put back RNG states and every submodule's training flag on exit.
-
-    Saves the torch CPU generator, every initialised CUDA generator, numpy's
-    global generator and python's :mod:`random`; restores them (and the
-    ``training`` flag of each submodule of ``model``) in ``finally``.
-    """
-    torch_state = torch.get_rng_state()
-    cuda_states = None
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda_states = torch.cuda.get_rng_state_all()
-    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global one
-    py_state = random.getstate()
-    modes = [(m, m.training) for m in model.modules()] if model is not None else []
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-        torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-        np.random.set_state(np_state)  # noqa: NPY002
-        random.setstate(py_state)
 
 
 def _batches(
@@ -549,7 +505,7 @@ def _run_pass(
     reduce: Optional[str],
 ) -> Dict[str, _Recorder]:
     dev = model_device(model)
-    dtype = _model_float_dtype(model)
+    dtype = model_float_dtype(model)
     total = (
         int(inputs.shape[0]) if isinstance(inputs, (torch.Tensor, np.ndarray)) else None
     )

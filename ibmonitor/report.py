@@ -4,10 +4,13 @@ The report is one HTML file that works with no network: plotly.js is read
 from the installed plotly package (``plotly/package_data/plotly.min.js``) and
 inlined once in the page head, and every figure is a ``<div>`` with a short
 script that draws it with that copy. It holds, per run, the dashboard of
-:func:`ibmonitor.plotting.dashboard`, one information plane per further
-estimator, the summary table of :func:`ibmonitor.analysis.summary_table` and
-the run's configuration (``run.json``); with several runs, a comparison of
-their information planes comes first. Every run, layer and other name is
+:func:`ibmonitor.plotting.dashboard` (its scalars in the panels of
+:func:`ibmonitor.schema.scalar_panel`: loss, accuracy, sharpness, norms and,
+where recorded, saturation), the scalars of the "Other" panel (a learning
+rate, say) in one more figure, one information plane per further estimator,
+the summary table of :func:`ibmonitor.analysis.summary_table` and the run's
+configuration (``run.json``); with several runs, a comparison of their
+information planes comes first. Every run, layer and other name is
 HTML-escaped.
 """
 
@@ -154,6 +157,42 @@ def _runs_of(runs: Any) -> list:
     return out
 
 
+def _other_scalars_figure(run: Any, name: str) -> Any:
+    """Draw the run's scalars of the "Other" panel over epochs (None for none)."""
+    from .plotting import line_figure
+    from .schema import scalar_panel, use_log_epochs
+
+    scalars = getattr(run, "scalars", None)
+    if scalars is None or len(scalars) == 0:
+        return None
+    names = [
+        n
+        for n in dict.fromkeys(scalars["name"].astype(str))
+        if scalar_panel(n).panel == "Other"
+    ]
+    if not names:
+        return None
+    frame = scalars[scalars["name"].astype(str).isin(names)].dropna(subset=["value"])
+    if frame.empty:
+        return None
+    config = run.config if isinstance(run.config, Mapping) else {}
+    log = use_log_epochs([config], frame["epoch"])
+    fig = line_figure(
+        frame,
+        x="epoch",
+        y="value",
+        color="name",
+        xtitle="epoch",
+        ytitle="value",
+        log_x=log,
+    )
+    fig.update_layout(
+        title={"text": html.escape(f"Other scalars: {name}", quote=False)},
+        height=360,
+    )
+    return fig
+
+
 def _estimators(run: Any) -> list:
     info = run.information
     if info is None or len(info) == 0 or "estimator" not in info:
@@ -257,6 +296,9 @@ def write_report(
             f'<p class="meta">{meta}</p>',
             figure(dashboard(_Named(run, name))),
         ]
+        other = _other_scalars_figure(run, name)
+        if other is not None:
+            parts.append(figure(other))
         for estimator in _estimators(run)[1:]:
             parts.append(
                 figure(information_plane(_Named(run, name), estimator=estimator))

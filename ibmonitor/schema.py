@@ -39,15 +39,21 @@ __all__ = [
     "WIDE_COLUMNS",
     "X_TITLE",
     "Y_TITLE",
+    "PlaneRows",
     "ScalarPanel",
     "build_run_config",
+    "default_probe",
+    "epochs_look_log",
     "information_records",
     "information_wide",
+    "plane_rows",
     "probe_prefix",
+    "rows_frame",
     "saturation_name",
     "scalar_panel",
     "schedule_is_log",
     "to_wide",
+    "use_log_epochs",
 ]
 
 #: Name of the probe set given as ``inputs``/``labels``.
@@ -145,8 +151,10 @@ def scalar_panel(name: str) -> ScalarPanel:
 
 def saturation_name(layer: str, probe: str = DEFAULT_PROBE) -> str:
     """Return the scalar name of a layer's saturated fraction."""
-    return f"saturation/{layer}" if probe == DEFAULT_PROBE else (
-        f"saturation/{probe}/{layer}"
+    return (
+        f"saturation/{layer}"
+        if probe == DEFAULT_PROBE
+        else (f"saturation/{probe}/{layer}")
     )
 
 
@@ -445,3 +453,109 @@ def epochs_look_log(epochs: Iterable[float]) -> bool:
     gaps = [b - a for a, b in zip(unique, unique[1:])]
     k = max(1, len(gaps) // 4)
     return sum(gaps[-k:]) / k >= 4 * (sum(gaps[:k]) / k)
+
+
+def use_log_epochs(
+    configs: Iterable[Mapping[str, Any]],
+    epochs: Iterable[float],
+    log_epochs: Any = "auto",
+) -> bool:
+    """Decide whether epochs are drawn on a log scale (colours and epoch axes).
+
+    Every renderer of an information plane (plotly figures, the TensorBoard
+    images and tab) takes this one decision.
+
+    Parameters
+    ----------
+    configs : iterable of dict
+        The ``run.json`` of each run drawn (may be empty).
+    epochs : iterable of float
+        The recorded epochs drawn.
+    log_epochs : {"auto", True, False}, default="auto"
+        True or False decide; ``"auto"`` follows the runs' schedules
+        (:func:`schedule_is_log`: log if any run's is), and where no run says,
+        the spacing of ``epochs`` (:func:`epochs_look_log`).
+
+    Returns
+    -------
+    bool
+    """
+    if log_epochs is True or log_epochs is False:
+        return log_epochs
+    votes = [schedule_is_log(c) for c in configs]
+    votes = [v for v in votes if v is not None]
+    if votes:
+        return any(votes)
+    return epochs_look_log(epochs)
+
+
+# ------------------------------------------------------- plane selection
+
+
+def default_probe(probes: Iterable[Any]) -> Optional[str]:
+    """Return the probe shown when none is asked for.
+
+    :data:`DEFAULT_PROBE` when it was recorded, else the first probe; None
+    for no probe.
+    """
+    names = [str(p) for p in dict.fromkeys(probes)]
+    if DEFAULT_PROBE in names or not names:
+        return DEFAULT_PROBE if names else None
+    return names[0]
+
+
+class PlaneRows(NamedTuple):
+    """The rows of one information plane and what was chosen."""
+
+    rows: Any
+    probe: Optional[str]
+    estimators: List[str]
+    available: List[str]
+
+
+def plane_rows(
+    wide: Any,
+    *,
+    estimator: Any = None,
+    probe: Optional[str] = None,
+    until: Optional[int] = None,
+    all_estimators: bool = False,
+) -> PlaneRows:
+    """Select the rows of one information plane from a wide information table.
+
+    Parameters
+    ----------
+    wide : pandas.DataFrame
+        A wide information table as :func:`to_wide` returns it (columns
+        ``probe`` and ``estimator`` present).
+    estimator : str or list of str, optional
+        Estimator(s) to keep; by default the first recorded for the probe
+        (every one with ``all_estimators``).
+    probe : str, optional
+        Probe set to keep; by default :func:`default_probe`.
+    until : int, optional
+        Keep the epochs up to and including this one.
+    all_estimators : bool, default=False
+        With no ``estimator``, keep every estimator instead of the first.
+
+    Returns
+    -------
+    PlaneRows
+        ``(rows, probe, estimators, available)``: the selected rows, the probe
+        and estimators chosen, and every estimator recorded for that probe
+        (for the caller's validation and messages). Names are not validated
+        here: an unknown name selects no row.
+    """
+    probe = default_probe(wide["probe"]) if probe is None else str(probe)
+    rows = wide[wide["probe"].astype(str) == probe]
+    available = [str(e) for e in dict.fromkeys(rows["estimator"].astype(str))]
+    if estimator is None:
+        chosen = available if all_estimators else available[:1]
+    elif isinstance(estimator, str):
+        chosen = [estimator]
+    else:
+        chosen = [str(e) for e in estimator]
+    rows = rows[rows["estimator"].astype(str).isin(chosen)]
+    if until is not None:
+        rows = rows[rows["epoch"] <= until]
+    return PlaneRows(rows, probe, chosen, available)

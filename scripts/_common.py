@@ -4,7 +4,9 @@ Every reproduction script takes the same options (``--quick``, ``--outdir``,
 ``--gallery``, ``--jobs``, ``--threads``, ``--tensorboard``) and ends the same
 way: an HTML report (:func:`ibmonitor.report.write_report`), a PNG figure
 (:func:`ibmonitor.plotting.write_image`) and tables printed with pandas. This
-module holds that common part so that each script reads as its experiment.
+module holds that common part (argument parsing, process pools, printing and
+writing files) so that each script reads as its experiment; the figures are
+composed by :mod:`ibmonitor.plotting` (``combine_figures``, ``line_figure``).
 
 Not part of the installed package: the scripts import it as a sibling module.
 """
@@ -12,7 +14,6 @@ Not part of the installed package: the scripts import it as a sibling module.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -334,202 +335,6 @@ def write_report(runs: Iterable[Path], args: argparse.Namespace, title: str) -> 
     path = _write_report(list(runs), Path(args.outdir) / "report.html", title=title)
     print(f"Report:  {path}")
     return path
-
-
-# ---------------------------------------------------------- combined figures
-def combine(
-    panels: Sequence[Any],
-    titles: Sequence[str],
-    *,
-    title: str,
-    cols: Optional[int] = None,
-    shared_plane_axes: Optional[str] = "all",
-    horizontal_spacing: float = 0.07,
-    height: Optional[int] = None,
-) -> Any:
-    """Put several single-panel plotly figures side by side in one figure.
-
-    Traces, layer-name annotations and axis titles are copied from each
-    figure; the first figure with a colour axis (the epoch colour bar of
-    :func:`ibmonitor.plotting.information_plane`) gives the shared one. With
-    ``shared_plane_axes="all"`` the panels whose x axis is I(X;T) share their
-    ranges, so trajectories compare at a glance; ``"row"`` shares them within
-    each row only; None leaves each panel its own ranges.
-    """
-    from plotly.subplots import make_subplots
-
-    n = len(panels)
-    cols = cols or n
-    rows = math.ceil(n / cols)
-    out = make_subplots(
-        rows=rows,
-        cols=cols,
-        subplot_titles=list(titles),
-        horizontal_spacing=horizontal_spacing,
-        vertical_spacing=0.14 if rows > 1 else 0.1,
-    )
-    coloraxis = None
-    plane_refs: List[int] = []
-    legend_seen: set = set()
-    for i, fig in enumerate(panels):
-        row, col = i // cols + 1, i % cols + 1
-        for trace in fig.data:
-            name = getattr(trace, "legendgroup", None) or getattr(trace, "name", None)
-            if trace.showlegend is not False and name is not None:
-                if name in legend_seen:
-                    trace.showlegend = False
-                legend_seen.add(name)
-            out.add_trace(trace, row=row, col=col)
-        for ann in fig.layout.annotations or ():
-            if ann.xref == "paper" or ann.yref == "paper":
-                continue  # subplot titles and notes of the source figure
-            out.add_annotation(ann.to_plotly_json(), row=row, col=col)
-        xtitle = fig.layout.xaxis.title.text
-        ytitle = fig.layout.yaxis.title.text
-        out.update_xaxes(
-            title_text=xtitle, type=fig.layout.xaxis.type, row=row, col=col
-        )
-        out.update_yaxes(
-            title_text=ytitle if (col == 1 or not _is_plane(fig)) else None,
-            type=fig.layout.yaxis.type,
-            row=row,
-            col=col,
-        )
-        if fig.layout.xaxis.tickvals is not None:
-            out.update_xaxes(
-                tickvals=fig.layout.xaxis.tickvals,
-                ticktext=fig.layout.xaxis.ticktext,
-                row=row,
-                col=col,
-            )
-        if _is_plane(fig):
-            plane_refs.append(i)
-            coloraxis = _widest_coloraxis(coloraxis, fig.layout.coloraxis)
-    if shared_plane_axes == "all":
-        groups = [plane_refs]
-    elif shared_plane_axes == "row":
-        groups = [[i for i in plane_refs if i // cols == r] for r in range(rows)]
-    else:
-        groups = [[i] for i in plane_refs]
-    for refs in groups:
-        if refs:
-            _share_plane_ranges(out, panels, refs, cols)
-    layout: Dict[str, Any] = {
-        "title": {"text": title, "x": 0.01, "xanchor": "left"},
-        "template": "plotly_white",
-        "hovermode": "closest",
-        "margin": {"l": 70, "r": 40, "t": 80, "b": 60},
-        "legend": {"orientation": "h", "y": -0.18, "x": 0.0},
-    }
-    if coloraxis is not None:
-        layout["coloraxis"] = coloraxis
-    if height is not None:
-        layout["height"] = height
-    out.update_layout(**layout)
-    return out
-
-
-def _is_plane(fig: Any) -> bool:
-    text = fig.layout.xaxis.title.text or ""
-    return text.startswith("I(X;T)")
-
-
-def _widest_coloraxis(current: Any, new: Any) -> Any:
-    """Keep the colour axis (and ticks) spanning the most epochs, widened to both.
-
-    Every information plane colours its markers by log10(epoch + 1) (or the
-    epoch), so one colour axis serves all panels once cmin/cmax cover them.
-    """
-    if new is None or new.colorscale is None or new.cmin is None:
-        return current
-    if current is None:
-        return new
-    wider = new if (new.cmax - new.cmin) > (current.cmax - current.cmin) else current
-    wider = type(wider)(wider)
-    wider.cmin = min(current.cmin, new.cmin)
-    wider.cmax = max(current.cmax, new.cmax)
-    return wider
-
-
-#: Smallest axis spans of a plane panel (bits): a flat trajectory (a layer
-#: pinned at log2(n), say) would otherwise be stretched over 0.001 bit.
-MIN_SPAN = (1.0, 0.5)
-
-
-def _share_plane_ranges(
-    out: Any, panels: Sequence[Any], refs: Sequence[int], cols: int
-):
-    xs: List[float] = []
-    ys: List[float] = []
-    for i in refs:
-        for trace in panels[i].data:
-            if trace.x is not None:
-                xs.extend(v for v in trace.x if v is not None and math.isfinite(v))
-            if trace.y is not None:
-                ys.extend(v for v in trace.y if v is not None and math.isfinite(v))
-    if not xs or not ys:
-        return
-    (x0, x1), (y0, y1) = (min(xs), max(xs)), (min(ys), max(ys))
-    if x1 - x0 < MIN_SPAN[0]:
-        x0, x1 = (x0 + x1 - MIN_SPAN[0]) / 2, (x0 + x1 + MIN_SPAN[0]) / 2
-    if y1 - y0 < MIN_SPAN[1]:
-        y0, y1 = (y0 + y1 - MIN_SPAN[1]) / 2, (y0 + y1 + MIN_SPAN[1]) / 2
-    xpad, ypad = 0.05 * (x1 - x0), 0.06 * (y1 - y0)
-    for i in refs:
-        row, col = i // cols + 1, i % cols + 1
-        # room on the right for the layer names at the trajectory ends
-        out.update_xaxes(range=[x0 - xpad, x1 + 3 * xpad], row=row, col=col)
-        out.update_yaxes(range=[y0 - ypad, y1 + ypad], row=row, col=col)
-
-
-def line_figure(
-    frame: pd.DataFrame,
-    *,
-    x: str,
-    y: str,
-    color: str,
-    dash: Optional[str] = None,
-    xtitle: str,
-    ytitle: str,
-    log_x: bool = False,
-    log_y: bool = False,
-) -> Any:
-    """One line per ``color`` value (and ``dash`` value) of a tidy frame."""
-    import plotly.graph_objects as go
-
-    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
-    dashes = ["solid", "dash", "dot", "dashdot"]
-    fig = go.Figure()
-    groups = [color] + ([dash] if dash else [])
-    colors = list(dict.fromkeys(frame[color]))
-    styles = list(dict.fromkeys(frame[dash])) if dash else [None]
-    for key, rows in frame.groupby(groups, sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        c = colors.index(key[0])
-        d = styles.index(key[1]) if dash else 0
-        rows = rows.sort_values(x)
-        label = " · ".join(str(k) for k in key)
-        xs = rows[x].to_numpy(dtype=float)
-        fig.add_trace(
-            go.Scatter(
-                x=xs + (1.0 if log_x and (xs <= 0).any() else 0.0),
-                y=rows[y].to_numpy(dtype=float),
-                mode="lines+markers",
-                name=label,
-                legendgroup=label,
-                line={"color": palette[c % len(palette)], "dash": dashes[d % 4]},
-                marker={"size": 5},
-                hovertemplate=(
-                    f"{label}<br>{x}: %{{x}}<br>{y}: %{{y:.4g}}<extra></extra>"
-                ),
-            )
-        )
-    fig.update_xaxes(
-        title_text=xtitle + (" (log scale, +1)" if log_x else ""),
-        type="log" if log_x else None,
-    )
-    fig.update_yaxes(title_text=ytitle, type="log" if log_y else None)
-    return fig
 
 
 def main_guard(main: Callable[[Optional[Sequence[str]]], int]) -> None:

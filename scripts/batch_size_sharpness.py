@@ -97,7 +97,13 @@ def train_regime(
     import torch
     from torch import nn
 
-    from ibmonitor import InformationMonitor, datasets
+    from ibmonitor import (
+        InformationMonitor,
+        MeasureSet,
+        RunStore,
+        TensorBoard,
+        datasets,
+    )
 
     images, labels = datasets.digits()
     x = torch.as_tensor(images).flatten(1)
@@ -117,15 +123,16 @@ def train_regime(
         labels=y_train,
         estimators=("binned",),
         schedule=f"log:{n_schedule}",
-        measure_schedule=f"log:{n_schedule}",
+        sinks=[RunStore(overwrite=True), *([TensorBoard()] if tensorboard else [])],
+        measures=MeasureSet(
+            MEASURES,
+            loss_fn=loss_fn,
+            train_data=(x_train, y_train),
+            test_data=(x_test, y_test),
+            schedule=f"log:{n_schedule}",
+        ),
         total_epochs=epochs,
-        measures=MEASURES,
-        train_data=(x_train, y_train),
-        test_data=(x_test, y_test),
-        loss_fn=loss_fn,
         logdir=logdir,
-        overwrite=True,
-        tensorboard=tensorboard,
         seed=seed,
         config={
             "experiment": "batch_size_sharpness",
@@ -133,6 +140,7 @@ def train_regime(
             "lr": LR,
             "widths": list(WIDTHS),
         },
+        overhead_budget=None,
     )
     with monitor:
         for epoch in range(epochs):
@@ -179,13 +187,15 @@ def regime_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def curves(runs, name: str, ytitle: str, *, log_y: bool = False):
+    from ibmonitor.plotting import line_figure
+
     scalars = runs.scalars
     frame = scalars[scalars["name"] == name].copy()
     frame["regime"] = frame["run"].map(regime_of)
     frame["seed"] = (
         frame["run"].str.rsplit("-seed-", n=1).str[1].map(lambda s: f"seed {s}")
     )
-    return _common.line_figure(
+    return line_figure(
         frame,
         x="epoch",
         y="value",
@@ -231,6 +241,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clock = _common.Clock()
     _common.setup_torch(args.threads)
 
+    from ibmonitor.plotting import combine_figures
     from ibmonitor.storage import load_runs
 
     outdir = Path(args.outdir)
@@ -278,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "test accuracy",
         "generalization gap (loss)",
     ]
-    fig = _common.combine(
+    fig = combine_figures(
         panels,
         titles,
         cols=2,

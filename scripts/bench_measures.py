@@ -201,7 +201,7 @@ def measure_cases(
             "compute_measures",
             "all six, monitor defaults",
             lambda: measures.compute_measures(
-                list(measures.AVAILABLE_MEASURES), model, lf, train, test, init
+                measures.available_measures(), model, lf, train, test, init
             ),
         ),
     ]

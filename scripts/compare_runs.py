@@ -132,7 +132,7 @@ def scalar_table(runs) -> pd.DataFrame:
 
 def plane_grid(runs, estimator: Optional[str], probe: Optional[str]):
     """One information plane per run (at most MAX_PANELS), in one figure."""
-    from ibmonitor.plotting import information_plane
+    from ibmonitor.plotting import combine_figures, information_plane
 
     labels = run_labels(runs)
     panels, titles = [], []
@@ -147,7 +147,7 @@ def plane_grid(runs, estimator: Optional[str], probe: Optional[str]):
         panels.append(information_plane(run, estimator=est, probe=prb))
         titles.append(f"{labels[name]} ({est})")
     cols = min(4, len(panels))
-    fig = _common.combine(
+    fig = combine_figures(
         panels,
         titles,
         cols=cols,

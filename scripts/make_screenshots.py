@@ -1,7 +1,7 @@
 """Renew the README screenshots of the TensorBoard tab and of the HTML report.
 
 Writes a demo-like run (the 12-bit task and Shwartz-Ziv & Tishby's tanh network,
-trained briefly with ``ibmonitor.InformationMonitor(..., tensorboard=True)``, or,
+trained briefly with ``ibmonitor.InformationMonitor(..., logdir=...)``, or,
 without the monitor, a synthetic run written by ``TensorBoardWriter``), starts
 TensorBoard on it, and photographs with headless Chromium (Playwright):
 
@@ -67,7 +67,9 @@ def train_with_monitor(run_dir: Path, epochs: int, seed: int) -> None:
     from torch import nn
 
     from ibmonitor.datasets import twelve_bit
+    from ibmonitor.measures import MeasureSet
     from ibmonitor.monitor import InformationMonitor
+    from ibmonitor.sinks import RunStore, TensorBoard
     from ibmonitor.zoo import tishby_mlp
 
     torch.manual_seed(seed)
@@ -88,12 +90,14 @@ def train_with_monitor(run_dir: Path, epochs: int, seed: int) -> None:
         schedule="log",
         total_epochs=epochs,
         logdir=run_dir,
-        overwrite=True,
-        tensorboard=True,
-        measures=["gap", "sharpness"],
-        train_data=(x[train], y[train]),
-        test_data=(x[test], y[test]),
-        loss_fn=loss_fn,
+        sinks=[RunStore(overwrite=True), TensorBoard()],
+        measures=MeasureSet(
+            ["gap", "sharpness"],
+            loss_fn=loss_fn,
+            train_data=(x[train], y[train]),
+            test_data=(x[test], y[test]),
+        ),
+        overhead_budget=None,
     )
     with monitor:
         for epoch in range(epochs):

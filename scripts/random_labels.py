@@ -100,7 +100,7 @@ def train_digits(
     import torch
     from torch import nn
 
-    from ibmonitor import InformationMonitor
+    from ibmonitor import InformationMonitor, MeasureSet, RunStore, TensorBoard
 
     x_train, y_true, x_test, y_test = digits_split(0)
     y_train = y_true
@@ -122,13 +122,14 @@ def train_digits(
         estimators={"kde": {"noise_variance": NOISE_VARIANCE}, "binned": {}},
         schedule=f"log:{n_schedule}",
         total_epochs=epochs,
-        measures=["gap"],
-        train_data=(x_train, y_train),
-        test_data=(x_test, y_test),
-        loss_fn=lambda out, y: nn.functional.nll_loss(torch.log(out + 1e-12), y),
+        sinks=[RunStore(overwrite=True), *([TensorBoard()] if tensorboard else [])],
+        measures=MeasureSet(
+            ["gap"],
+            loss_fn=lambda out, y: nn.functional.nll_loss(torch.log(out + 1e-12), y),
+            train_data=(x_train, y_train),
+            test_data=(x_test, y_test),
+        ),
         logdir=logdir,
-        overwrite=True,
-        tensorboard=tensorboard,
         seed=seed,
         config={
             "experiment": "random_labels",
@@ -138,6 +139,7 @@ def train_digits(
             "lr": LR,
             "batch_size": BATCH_SIZE,
         },
+        overhead_budget=None,
     )
     with monitor:
         for epoch in range(epochs):
@@ -204,11 +206,13 @@ def information_table(runs) -> pd.DataFrame:
 
 def accuracy_figure(runs):
     """Training and test accuracy (top) and accuracy gap over epochs."""
+    from ibmonitor.plotting import line_figure
+
     scalars = runs.scalars
     names = {"gap/train_acc": "train", "gap/test_acc": "test"}
     acc = scalars[scalars["name"].isin(names)].copy()
     acc["set"] = acc["name"].map(names)
-    fig = _common.line_figure(
+    fig = line_figure(
         acc,
         x="epoch",
         y="value",
@@ -223,9 +227,11 @@ def accuracy_figure(runs):
 
 
 def gap_figure(runs):
+    from ibmonitor.plotting import line_figure
+
     scalars = runs.scalars
     gap = scalars[scalars["name"] == "gap/acc"]
-    fig = _common.line_figure(
+    fig = line_figure(
         gap,
         x="epoch",
         y="value",
@@ -248,7 +254,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     clock = _common.Clock()
     _common.setup_torch(args.threads)
 
-    from ibmonitor.plotting import information_plane
+    from ibmonitor.plotting import combine_figures, information_plane
     from ibmonitor.storage import load_runs
 
     outdir = Path(args.outdir)
@@ -295,7 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 titles.append("generalization gap")
             panels.append(information_plane(path, estimator=ESTIMATOR, probe=probe))
             titles.append(f"{run}: {probe} probe")
-    fig = _common.combine(
+    fig = combine_figures(
         panels,
         titles,
         cols=3,

@@ -127,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _common.setup_torch(args.threads)
 
     from ibmonitor.demo import train_twelve_bit
-    from ibmonitor.plotting import information_plane
+    from ibmonitor.plotting import combine_figures, information_plane
     from ibmonitor.storage import load_runs
 
     outdir = Path(args.outdir)
@@ -182,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 )
             )
             titles.append(f"{activation}: {LABELS[estimator]}")
-    fig = _common.combine(
+    fig = combine_figures(
         panels,
         titles,
         cols=2,

@@ -127,7 +127,7 @@ def test_summary_table_of_several_runs_and_of_an_empty_run(tmp_path):
     RunWriter(tmp_path / "empty").close()
     empty = summary_table(load_run(tmp_path / "empty"))
     assert empty.empty and "i_xt_final" in empty.columns
-    assert load_run(tmp_path / "a").summary().equals(summary_table(tmp_path / "a"))
+    assert summary_table(load_run(tmp_path / "a")).equals(summary_table(tmp_path / "a"))
 
 
 def test_compression_table(tmp_path):
@@ -221,6 +221,36 @@ def test_estimate_passes_inputs_as_the_estimator_wants(tmp_path, fake):
     assert (nothing.width == 3.0).all()
 
 
+def test_estimate_computes_input_ids_once_per_probe(tmp_path, fake, monkeypatch):
+    path, _ = make_run(tmp_path / "r")  # the same inputs at epochs 0, 2 and 4
+    calls = []
+
+    def counting(x, n_samples=None):
+        calls.append(np.asarray(x).shape)
+        return input_ids(x, n_samples)
+
+    monkeypatch.setattr(estimators, "input_ids", counting)
+    new = estimate_from_activations(path, "fake", progress=False)
+    assert len(new) == 6 and (new.x_kind == 1.0).all()
+    assert calls == [(16, 4)]
+    estimate_from_activations(path, "fake_values", progress=False)
+    assert len(calls) == 1  # an estimator of values needs no ids
+
+
+def test_estimate_leaves_the_run_status_and_times_alone(tmp_path, fake):
+    path, _ = make_run(tmp_path / "r")
+    before = load_run(path).config
+    estimate_from_activations(path, "fake", progress=False)
+    after = load_run(path).config
+    for key in ("status", "started", "ended", "writer", "layers", "probes"):
+        assert after[key] == before[key], key
+    assert "resumed" not in after
+    assert after["estimators"] == [
+        *before["estimators"],
+        {"name": "fake", "params": {}, "label": "fake", "source": "activations"},
+    ]
+
+
 def test_estimate_shows_a_progress_bar(tmp_path, fake, capsys):
     path, _ = make_run(tmp_path / "r")
     estimate_from_activations(path, "fake", progress=True)
@@ -277,6 +307,7 @@ def test_estimate_with_binned_equals_a_direct_call(tmp_path):
 @pytest.mark.filterwarnings("ignore::ibmonitor.exceptions.EstimationWarning")
 def test_estimate_reproduces_the_monitors_rows(tiny_mlp, tmp_path):
     monitor_module = pytest.importorskip("ibmonitor.monitor")
+    sinks = pytest.importorskip("ibmonitor.sinks")
     with monitor_module.InformationMonitor(
         tiny_mlp.model,
         inputs=tiny_mlp.x,
@@ -284,8 +315,8 @@ def test_estimate_reproduces_the_monitors_rows(tiny_mlp, tmp_path):
         estimators={"binned": {"n_bins": 10}},
         schedule=[0, 1],
         logdir=tmp_path / "r",
-        store_activations=True,
-        tensorboard=False,
+        sinks=[sinks.RunStore(store_activations=True)],
+        overhead_budget=None,
     ) as monitor:
         for epoch in range(2):
             monitor.on_epoch_end(epoch, train_loss=1.0)

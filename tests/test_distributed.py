@@ -8,9 +8,10 @@ them here) and hand results back through files in ``tmp_path``.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
-import sys
+import time
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from ibmonitor.distributed import (
     world_info,
 )
 from ibmonitor.exceptions import InvalidParameterError
+from ibmonitor.sinks import RunStore
 
 WORLD_SIZE = 2
 
@@ -48,20 +50,53 @@ def _init(rank: int, port: int) -> None:
     )
 
 
-# Forking skips re-importing torch in each child (seconds on a loaded machine);
-# the children set one intra-op thread before any torch work (as DataLoader
-# workers do), which keeps fork safe. Elsewhere, spawn.
-_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+# Spawn, never fork: the parent has started threads (torch's, TensorBoard's
+# event writer) by the time a test starts its ranks.
+_START_METHOD = "spawn"
+#: Seconds the ranks may take before they are killed and the test fails.
+_RANKS_TIMEOUT = 100
 
 
 def _spawn(fn, *args) -> None:
-    mp.start_processes(
+    """Run ``fn(rank, port, *args)`` on WORLD_SIZE processes; never leave one behind.
+
+    A rank that raises fails the test (the others are terminated); ranks still
+    running after ``_RANKS_TIMEOUT`` seconds are killed, so a stuck rank cannot
+    keep pytest from exiting.
+    """
+    context = mp.start_processes(
         fn,
         args=(_free_port(), *args),
         nprocs=WORLD_SIZE,
-        join=True,
+        join=False,
         start_method=_START_METHOD,
     )
+    deadline = time.monotonic() + _RANKS_TIMEOUT
+    try:
+        while not context.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"The {WORLD_SIZE} ranks did not finish in {_RANKS_TIMEOUT} s."
+                )
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(10)
+
+
+def _teardown() -> None:
+    """End a rank cleanly: wait for every rank, collect garbage, drop the group.
+
+    Destroying the process group while a DDP model's reducer still holds it can
+    deadlock in gloo's worker threads (pytorch/pytorch#56297): callers drop
+    their DDP model and monitor first, and ``gc.collect()`` frees them here.
+    """
+    try:
+        torch.distributed.barrier()
+    finally:
+        gc.collect()
+        torch.distributed.destroy_process_group()
 
 
 # -- single process ----------------------------------------------------------
@@ -178,7 +213,7 @@ def _helpers_worker(rank: int, port: int, out_dir: str) -> None:
         with open(os.path.join(out_dir, f"ok{rank}"), "w") as handle:
             handle.write("ok")
     finally:
-        torch.distributed.destroy_process_group()
+        _teardown()
 
 
 @pytest.mark.timeout(120)
@@ -225,11 +260,10 @@ def _train_monitored(model, logdir, **extra):
         schedule=SCHEDULE,
         total_epochs=EPOCHS,
         logdir=logdir,
-        store_activations=True,
-        tensorboard=False,
+        sinks=[RunStore(store_activations=True)],
         strict=True,
         batch_size=16,
-        **extra,
+        **{"overhead_budget": None, **extra},
     )
     for epoch in range(EPOCHS):
         optimizer.zero_grad()
@@ -243,6 +277,7 @@ def _train_monitored(model, logdir, **extra):
 
 def _monitor_worker(rank: int, port: int, out_dir: str, extra: dict) -> None:
     _init(rank, port)
+    model = monitor = None
     try:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -257,7 +292,8 @@ def _monitor_worker(rank: int, port: int, out_dir: str, extra: dict) -> None:
             model.module.state_dict(), os.path.join(out_dir, f"weights{rank}.pt")
         )
     finally:
-        torch.distributed.destroy_process_group()
+        model = monitor = None  # release the reducer before the group
+        _teardown()
 
 
 @pytest.mark.timeout(120)
@@ -276,8 +312,7 @@ def test_monitor_ddp_run_equals_single_process_run(tmp_path, extra, recorded):
     """Issue 3, section 4: 2 gloo ranks store the run one process stores."""
     import ibmonitor
 
-    # The single-process run first: it imports everything the monitor needs,
-    # which the forked ranks then inherit instead of importing twice.
+    # The single-process run first, then the same training on 2 spawned ranks.
     single_model = _model()
     single_monitor = _train_monitored(single_model, tmp_path / "single", **extra)
     assert single_monitor.recorded_epochs == recorded

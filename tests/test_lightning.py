@@ -137,7 +137,8 @@ def test_callback_records_a_run(tmp_path):
         estimators=("binned",),
         schedule=1,
         logdir=str(logdir),
-        tensorboard=False,
+        sinks=["runstore"],
+        overhead_budget=None,
     )
     trainer = _trainer(callback)
     trainer.fit(_module(), _loader(x, y), _loader(x, y))
@@ -165,7 +166,8 @@ def test_callback_log_schedule_uses_max_epochs(tmp_path):
         estimators=("binned",),
         schedule="log",
         logdir=logdir,
-        tensorboard=False,
+        sinks=["runstore"],
+        overhead_budget=None,
     )
     _trainer(callback, max_epochs=3).fit(_module(), _loader(x, y), _loader(x, y))
     run = ibmonitor.load_run(logdir)
@@ -185,7 +187,8 @@ def test_callback_marks_a_crashed_run(tmp_path):
         estimators=("binned",),
         schedule=1,
         logdir=logdir,
-        tensorboard=False,
+        sinks=["runstore"],
+        overhead_budget=None,
     )
     with pytest.raises(RuntimeError, match="boom"):
         _trainer(callback).fit(_module(crash_at_epoch=1), _loader(x, y), _loader(x, y))
@@ -198,9 +201,9 @@ def test_callback_marks_a_crashed_run(tmp_path):
 def test_callback_rejects_model_and_unknown_arguments():
     x, y = _data()
     with pytest.raises(InvalidParameterError, match="'model'"):
-        _callback_cls()(model=nn.Linear(4, 2), inputs=x, labels=y)
+        _callback_cls()(model=nn.Linear(4, 2), inputs=x, labels=y, overhead_budget=None)
     with pytest.raises(InvalidParameterError, match="unknown argument"):
-        _callback_cls()(inputs=x, labels=y, no_such_option=1)
+        _callback_cls()(inputs=x, labels=y, no_such_option=1, overhead_budget=None)
 
 
 @needs_lightning
@@ -245,7 +248,7 @@ class Module(PL.LightningModule):
 logdir = tempfile.mkdtemp() + "/run"
 callback = InformationMonitorCallback(
     inputs=x, labels=y, estimators=("binned",), schedule=1, logdir=logdir,
-    tensorboard=False,
+    sinks=["runstore"],
 )
 loader = torch.utils.data.DataLoader(
     torch.utils.data.TensorDataset(x, y), batch_size=8

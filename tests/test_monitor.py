@@ -15,7 +15,10 @@ import ibmonitor
 from ibmonitor import estimators
 from ibmonitor.estimators import Estimator, InformationEstimate, input_ids
 from ibmonitor.exceptions import InvalidParameterError, MonitorError, MonitorWarning
+from ibmonitor.executor import BackgroundExecutor
+from ibmonitor.measures import MeasureSet
 from ibmonitor.monitor import InformationMonitor
+from ibmonitor.sinks import RunStore, TensorBoard
 
 # The 64-sample probe puts every sample in its own bin: expected, and not the topic.
 pytestmark = pytest.mark.filterwarnings(
@@ -97,6 +100,7 @@ def test_monitor_records_scheduled_epochs_in_memory(tiny_mlp):
         labels=tiny_mlp.y,
         estimators=[TOY],
         schedule=2,
+        overhead_budget=None,
     )
     for epoch in range(5):
         monitor.on_epoch_end(epoch, train_loss=1.0 / (epoch + 1))
@@ -113,7 +117,11 @@ def test_monitor_records_scheduled_epochs_in_memory(tiny_mlp):
     ]
     assert set(info["layer"]) == {"1", "3", "output"}
     assert monitor.recorded_epochs == [0, 2, 4]
-    assert len(monitor.scalars) == 5
+    scalars = monitor.scalars
+    assert len(scalars[scalars["name"] == "train_loss"]) == 5
+    # the tanh layer's saturation, computed once per recorded epoch
+    saturation = scalars[scalars["name"] == "saturation/1"]
+    assert list(saturation["epoch"]) == [0, 2, 4]
     assert _hooks(tiny_mlp.model) == []
 
 
@@ -124,9 +132,10 @@ def test_monitor_writes_the_run_store(tiny_mlp, tmp_path):
         labels=tiny_mlp.y,
         logdir=tmp_path / "run",
         schedule=[0, 1],
-        tensorboard=False,
+        sinks=[RunStore()],
         seed=3,
         config={"lr": 0.1},
+        overhead_budget=None,
     ) as monitor:
         monitor.on_epoch_end(0, train_loss=0.7, test_acc=torch.tensor(0.5))
         monitor.on_epoch_end(1, train_loss=0.6, test_acc=np.float32(0.6))
@@ -161,8 +170,8 @@ def test_stored_value_equals_a_direct_estimator_call(tiny_mlp, tmp_path):
         estimators=ests,
         schedule=[0],
         logdir=tmp_path / "r",
-        store_activations=True,
-        tensorboard=False,
+        sinks=[RunStore(store_activations=True)],
+        overhead_budget=None,
     ) as monitor:
         monitor.on_epoch_end(0)
     run = ibmonitor.load_run(tmp_path / "r")
@@ -194,8 +203,8 @@ def test_store_activations_float16(tiny_mlp, tmp_path):
         estimators=[TOY],
         schedule=[0],
         logdir=tmp_path / "r",
-        store_activations="float16",
-        tensorboard=False,
+        sinks=[RunStore(store_activations="float16")],
+        overhead_budget=None,
     ) as monitor:
         monitor.on_epoch_end(0)
     acts = ibmonitor.load_run(tmp_path / "r").activations(0)["default"]
@@ -220,12 +229,14 @@ def test_training_is_bit_identical_with_and_without_the_monitor(
         inputs=loader,
         schedule="all",
         logdir=tmp_path / "r",
-        store_activations=True,
-        tensorboard_images=False,
-        measures=["gap", "norms"],
-        loss_fn=nn.CrossEntropyLoss(),
-        train_data=(x, y),
-        test_data=(x, y),
+        sinks=[RunStore(store_activations=True), TensorBoard(images=False)],
+        measures=MeasureSet(
+            ["gap", "norms"],
+            loss_fn=nn.CrossEntropyLoss(),
+            train_data=(x, y),
+            test_data=(x, y),
+        ),
+        overhead_budget=None,
     )
     monitored = _train(model, x, y, 6, monitor)
     monitor.close()
@@ -239,7 +250,12 @@ def test_training_is_bit_identical_with_and_without_the_monitor(
 def test_hooks_removed_when_the_model_raises_and_training_goes_on(tiny_mlp):
     model = nn.Sequential(*tiny_mlp.model, NanAt())
     monitor = InformationMonitor(
-        model, inputs=tiny_mlp.x, labels=tiny_mlp.y, estimators=[TOY], schedule="all"
+        model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        estimators=[TOY],
+        schedule="all",
+        overhead_budget=None,
     )
 
     def explode(module, args):
@@ -266,6 +282,7 @@ def test_strict_raises_monitor_error(tiny_mlp):
         estimators=[_failing_at({1}, calls)],
         schedule="all",
         strict=True,
+        overhead_budget=None,
     )
     with pytest.raises(MonitorError, match="estimator exploded"):
         monitor.on_epoch_end(0)
@@ -281,7 +298,8 @@ def test_non_strict_estimator_failure_gives_nan_rows(tiny_mlp, tmp_path):
         logdir=tmp_path / "r",
         estimators=[_failing_at({1}, calls)],
         schedule="all",
-        tensorboard=False,
+        sinks=[RunStore()],
+        overhead_budget=None,
     )
     with pytest.warns(MonitorWarning, match="estimator 'flaky' on layer '1'"):
         monitor.on_epoch_end(0)
@@ -301,11 +319,16 @@ def test_layer_selection_is_passed_through(tiny_mlp):
         labels=tiny_mlp.y,
         estimators=[TOY],
         layers=nn.Linear,
+        overhead_budget=None,
     )
     assert monitor.layers == ["0", "2", "4"]
     with pytest.raises(InvalidParameterError, match="Unknown layer 'fc9'"):
         InformationMonitor(
-            tiny_mlp.model, inputs=tiny_mlp.x, labels=tiny_mlp.y, layers=["fc9"]
+            tiny_mlp.model,
+            inputs=tiny_mlp.x,
+            labels=tiny_mlp.y,
+            layers=["fc9"],
+            overhead_budget=None,
         )
 
 
@@ -322,7 +345,11 @@ def test_layer_producing_no_output_is_reported_at_init(tiny_mlp):
     model = WithSpare()
     with pytest.raises(InvalidParameterError, match="'spare' produced no output"):
         InformationMonitor(
-            model, inputs=tiny_mlp.x, labels=tiny_mlp.y, layers=["spare"]
+            model,
+            inputs=tiny_mlp.x,
+            labels=tiny_mlp.y,
+            layers=["spare"],
+            overhead_budget=None,
         )
     assert _hooks(model) == []
 
@@ -334,7 +361,7 @@ def test_reduce_mean_for_conv_maps():
     x = torch.randn(20, 1, 4, 4)
     y = torch.arange(20) % 2
     monitor = InformationMonitor(
-        model, inputs=x, labels=y, estimators=[TOY], reduce="mean"
+        model, inputs=x, labels=y, estimators=[TOY], reduce="mean", overhead_budget=None
     )
     assert monitor._layer_info["1"] == {
         "module": "ReLU",
@@ -351,13 +378,19 @@ def test_several_probes_get_a_probe_column(tiny_mlp):
         probes={"train": (x[:40], y[:40]), "test": (x[40:], y[40:])},
         estimators=[TOY],
         schedule=[0],
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     info = monitor.information
     assert set(info["probe"]) == {"train", "test"}
     assert len(info) == 2 * 3
     single = InformationMonitor(
-        tiny_mlp.model, inputs=x[40:], labels=y[40:], estimators=[TOY], schedule=[0]
+        tiny_mlp.model,
+        inputs=x[40:],
+        labels=y[40:],
+        estimators=[TOY],
+        schedule=[0],
+        overhead_budget=None,
     )
     single.on_epoch_end(0)
     test_rows = info[info["probe"] == "test"].reset_index(drop=True)
@@ -366,9 +399,15 @@ def test_several_probes_get_a_probe_column(tiny_mlp):
 
 def test_dataloader_probe_equals_tensor_probe(tiny_mlp):
     loader = DataLoader(TensorDataset(tiny_mlp.x, tiny_mlp.y), batch_size=10)
-    a = InformationMonitor(tiny_mlp.model, inputs=loader, schedule=[0])
+    a = InformationMonitor(
+        tiny_mlp.model, inputs=loader, schedule=[0], overhead_budget=None
+    )
     b = InformationMonitor(
-        tiny_mlp.model, inputs=tiny_mlp.x, labels=tiny_mlp.y, schedule=[0]
+        tiny_mlp.model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        schedule=[0],
+        overhead_budget=None,
     )
     a.on_epoch_end(0)
     b.on_epoch_end(0)
@@ -389,16 +428,23 @@ def test_dataloader_probe_equals_tensor_probe(tiny_mlp):
 )
 def test_bad_probe_labels_are_errors_at_init(tiny_mlp, labels, match):
     with pytest.raises(InvalidParameterError, match=match):
-        InformationMonitor(tiny_mlp.model, inputs=tiny_mlp.x, labels=labels)
+        InformationMonitor(
+            tiny_mlp.model, inputs=tiny_mlp.x, labels=labels, overhead_budget=None
+        )
 
 
 def test_empty_probe_set_is_an_error(tiny_mlp):
     with pytest.raises(InvalidParameterError, match="is empty"):
-        InformationMonitor(tiny_mlp.model, inputs=tiny_mlp.x[:0], labels=tiny_mlp.y[:0])
+        InformationMonitor(
+            tiny_mlp.model,
+            inputs=tiny_mlp.x[:0],
+            labels=tiny_mlp.y[:0],
+            overhead_budget=None,
+        )
     with pytest.raises(InvalidParameterError, match="non-empty dict"):
-        InformationMonitor(tiny_mlp.model, probes={})
+        InformationMonitor(tiny_mlp.model, probes={}, overhead_budget=None)
     with pytest.raises(InvalidParameterError, match="needs a probe set"):
-        InformationMonitor(tiny_mlp.model)
+        InformationMonitor(tiny_mlp.model, overhead_budget=None)
 
 
 def test_inputs_of_another_dtype_are_moved_to_the_model(tiny_mlp):
@@ -410,6 +456,7 @@ def test_inputs_of_another_dtype_are_moved_to_the_model(tiny_mlp):
         estimators=[TOY],
         schedule=[0],
         device=None,
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     assert len(monitor.information) == 3
@@ -427,7 +474,8 @@ def test_nan_activations_warn_store_nan_rows_and_training_goes_on(tiny_mlp, tmp_
         layers=["1", "5"],
         schedule="all",
         logdir=tmp_path / "r",
-        tensorboard=False,
+        sinks=[RunStore()],
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     poison.poison = True
@@ -455,10 +503,10 @@ def test_background_equals_synchronous(tiny_mlp, make_tiny_mlp, tmp_path):
             inputs=tiny_mlp.x,
             labels=tiny_mlp.y,
             schedule="all",
-            background=background,
-            queue_size=1,
+            sinks=[RunStore()],
+            background=BackgroundExecutor(queue_size=1) if background else False,
             logdir=tmp_path / str(background),
-            tensorboard=False,
+            overhead_budget=None,
         )
         torch.manual_seed(2)
         _train(model, tiny_mlp.x, tiny_mlp.y, 4, monitor)
@@ -483,6 +531,7 @@ def test_background_errors_are_reported_not_swallowed(tiny_mlp):
         schedule="all",
         estimators=[_failing_at({2}, calls)],
         background=True,
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     with pytest.warns(MonitorWarning, match="estimator exploded"):
@@ -503,9 +552,10 @@ def test_background_errors_raise_at_the_next_call_when_strict(tiny_mlp):
         estimators=[_failing_at({1}, calls)],
         background=True,
         strict=True,
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
-    monitor._queue.join()
+    monitor._executor.join()
     with pytest.raises(MonitorError, match="estimator exploded"):
         monitor.on_epoch_end(1)
     monitor.close()
@@ -522,7 +572,8 @@ def test_background_strict_error_raises_at_close_and_marks_crashed(tiny_mlp, tmp
         background=True,
         strict=True,
         logdir=tmp_path / "r",
-        tensorboard=False,
+        sinks=[RunStore()],
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     with pytest.raises(MonitorError, match="estimator exploded"):
@@ -545,7 +596,7 @@ def test_overhead_budget_thins_the_schedule_and_records_skips(tiny_mlp, tmp_path
         total_epochs=12,
         overhead_budget=0.25,
         logdir=tmp_path / "r",
-        tensorboard=False,
+        sinks=[RunStore()],
     )
     for epoch in range(12):
         time.sleep(0.01)  # "training": far less than one recording (3 x 20 ms)
@@ -587,16 +638,18 @@ def test_resume_continues_the_epochs(tiny_mlp, tmp_path):
         "estimators": [TOY],
         "schedule": "all",
         "logdir": path,
-        "tensorboard": False,
+        "overhead_budget": None,
     }
-    with InformationMonitor(tiny_mlp.model, **kwargs) as monitor:
+    with InformationMonitor(tiny_mlp.model, sinks=[RunStore()], **kwargs) as monitor:
         for epoch in range(3):
             monitor.on_epoch_end(epoch, train_loss=1.0)
         with pytest.warns(MonitorWarning, match="'note'"):
             monitor.on_epoch_end(3, note="not a number")  # an error to keep
     with pytest.raises(FileExistsError, match="resume=True"):
-        InformationMonitor(tiny_mlp.model, **kwargs)
-    with InformationMonitor(tiny_mlp.model, resume=True, **kwargs) as monitor:
+        InformationMonitor(tiny_mlp.model, sinks=[RunStore()], **kwargs)
+    with InformationMonitor(
+        tiny_mlp.model, sinks=[RunStore(resume=True)], **kwargs
+    ) as monitor:
         with pytest.warns(MonitorWarning, match="already in the resumed run"):
             monitor.on_epoch_end(3, train_loss=5.0)
         for epoch in range(4, 6):
@@ -604,10 +657,13 @@ def test_resume_continues_the_epochs(tiny_mlp, tmp_path):
     run = ibmonitor.load_run(path)
     assert sorted(set(run.information["epoch"])) == [0, 1, 2, 3, 4, 5]
     assert len(run.information) == 6 * 3
-    assert list(run.scalars["value"]) == [1.0] * 5
+    losses = run.scalars[run.scalars["name"] == "train_loss"]
+    assert list(losses["value"]) == [1.0] * 5
     assert [e["epoch"] for e in run.config["errors"]] == [3]
     assert len(run.config["resumed"]) == 1
-    with InformationMonitor(tiny_mlp.model, overwrite=True, **kwargs) as monitor:
+    with InformationMonitor(
+        tiny_mlp.model, sinks=[RunStore(overwrite=True)], **kwargs
+    ) as monitor:
         monitor.on_epoch_end(0)
     assert sorted(set(ibmonitor.load_run(path).information["epoch"])) == [0]
 
@@ -621,7 +677,8 @@ def test_exception_in_with_block_marks_the_run_crashed(tiny_mlp, tmp_path):
             labels=tiny_mlp.y,
             estimators=[TOY],
             logdir=tmp_path / "r",
-            tensorboard=False,
+            sinks=[RunStore()],
+            overhead_budget=None,
         ) as monitor,
     ):
         monitor.on_epoch_end(0)
@@ -637,13 +694,15 @@ def test_epochs_must_increase_and_bad_scalars_are_skipped(tiny_mlp):
         labels=tiny_mlp.y,
         estimators=[TOY],
         schedule="all",
+        overhead_budget=None,
     )
     monitor.on_epoch_end(1, train_loss=0.5)
     with pytest.warns(MonitorWarning, match="epochs must increase"):
         monitor.on_epoch_end(1)
     with pytest.warns(MonitorWarning, match="'note' given to on_epoch_end"):
         monitor.on_epoch_end(2, note="hello", train_loss=0.4)
-    assert list(monitor.scalars["name"]) == ["train_loss", "train_loss"]
+    names = [n for n in monitor.scalars["name"] if not n.startswith("saturation/")]
+    assert names == ["train_loss", "train_loss"]
     assert monitor.recorded_epochs == [1, 2]
     monitor.close()
     with pytest.warns(MonitorWarning, match="after close"):
@@ -659,6 +718,7 @@ def test_verbose_reports_on_stderr_and_quiet_by_default(tiny_mlp, capsys):
             estimators=[TOY],
             schedule=[0],
             verbose=verbose,
+            overhead_budget=None,
         )
         monitor.on_epoch_end(0)
         monitor.close()
@@ -679,13 +739,19 @@ def test_bad_parameters_are_errors_at_init(tiny_mlp):
         InformationMonitor(tiny_mlp.model, estimators=[], **base)
     with pytest.raises(InvalidParameterError, match="'schedule' parameter"):
         InformationMonitor(tiny_mlp.model, schedule="sometimes", **base)
-    with pytest.raises(InvalidParameterError, match="needs 'loss_fn'"):
+    with pytest.raises(InvalidParameterError, match="loss_fn"):
+        MeasureSet(["gap"], loss_fn=None, train_data=None)
+    with pytest.raises(InvalidParameterError, match="must be a MeasureSet"):
         InformationMonitor(tiny_mlp.model, measures=["gap"], **base)
 
 
 def test_log_schedule_uses_total_epochs(tiny_mlp):
     monitor = InformationMonitor(
-        tiny_mlp.model, inputs=tiny_mlp.x, labels=tiny_mlp.y, total_epochs=100
+        tiny_mlp.model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        total_epochs=100,
+        overhead_budget=None,
     )
     assert monitor.schedule.planned == ibmonitor.schedules.log_spaced_epochs(100, 50)
 
@@ -705,12 +771,15 @@ def test_measures_go_to_the_scalars(tiny_mlp, tmp_path):
         labels=tiny_mlp.y,
         estimators=[TOY],
         schedule=[0, 2],
-        measures=["gap", "norms", custom],
-        loss_fn=nn.CrossEntropyLoss(),
-        train_data=data,
-        test_data=data,
+        sinks=[RunStore()],
+        measures=MeasureSet(
+            ["gap", "norms", custom],
+            loss_fn=nn.CrossEntropyLoss(),
+            train_data=data,
+            test_data=data,
+        ),
         logdir=tmp_path / "r",
-        tensorboard=False,
+        overhead_budget=None,
     )
     for epoch in range(3):
         monitor.on_epoch_end(epoch)
@@ -724,15 +793,22 @@ def test_measures_go_to_the_scalars(tiny_mlp, tmp_path):
 
 
 def test_expensive_measures_are_thinned_by_default(tiny_mlp, monkeypatch):
-    import ibmonitor.measures as measures_module
+    from ibmonitor.measures import register_measure
+    from ibmonitor.measures import registry as registry_module
 
-    seen = []
+    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    seen: list = []
 
-    def fake(spec, *args, **kwargs):
-        seen.append(list(spec))
-        return {}
+    def counter(name):
+        def measure(context):
+            seen[-1].append(name)
+            return {f"{name}/calls": 1.0}
 
-    monkeypatch.setattr(measures_module, "compute_measures", fake)
+        return measure
+
+    # Registered through the public registration, then used by name.
+    register_measure("cheap_toy", counter("cheap_toy"), cost="cheap")
+    register_measure("dear_toy", counter("dear_toy"), cost="expensive")
     data = (tiny_mlp.x, tiny_mlp.y)
     monitor = InformationMonitor(
         tiny_mlp.model,
@@ -741,15 +817,21 @@ def test_expensive_measures_are_thinned_by_default(tiny_mlp, monkeypatch):
         estimators=[TOY],
         schedule="all",
         total_epochs=7,
-        measures=["gap", "hessian"],
-        loss_fn=nn.CrossEntropyLoss(),
-        train_data=data,
-        test_data=data,
+        measures=MeasureSet(
+            ["cheap_toy", "dear_toy"],
+            loss_fn=nn.CrossEntropyLoss(),
+            train_data=data,
+            test_data=data,
+        ),
+        overhead_budget=None,
     )
     for epoch in range(7):
+        seen.append([])
         monitor.on_epoch_end(epoch)
-    full = ["gap", "hessian"]
-    assert seen == [full, ["gap"], ["gap"], ["gap"], full, ["gap"], full]
+    monitor.close()
+    full, cheap = ["cheap_toy", "dear_toy"], ["cheap_toy"]
+    assert seen == [full, cheap, cheap, cheap, full, cheap, full]
+    assert set(monitor.scalars["name"]) >= {"cheap_toy/calls", "dear_toy/calls"}
 
 
 def test_tensorboard_on_by_default_with_logdir(tiny_mlp, tmp_path):
@@ -760,6 +842,7 @@ def test_tensorboard_on_by_default_with_logdir(tiny_mlp, tmp_path):
         estimators=[TOY],
         schedule=[0],
         logdir=tmp_path / "r",
+        overhead_budget=None,
     ) as monitor:
         monitor.on_epoch_end(0, train_loss=0.1)
     assert list((tmp_path / "r").glob("events.out.tfevents.*"))
@@ -780,7 +863,8 @@ def test_tensorboard_failure_never_stops_training(tiny_mlp, tmp_path, monkeypatc
         schedule="all",
         logdir=tmp_path / "r",
         strict=True,
-        tensorboard_images=False,
+        sinks=[RunStore(), TensorBoard(images=False)],
+        overhead_budget=None,
     )
     with pytest.warns(MonitorWarning, match="TensorBoard write_information failed"):
         monitor.on_epoch_end(0)
@@ -801,7 +885,8 @@ def test_monitor_never_warns_on_a_clean_run(tiny_mlp, tmp_path):
             estimators=[TOY],
             schedule="all",
             logdir=tmp_path / "r",
-            tensorboard=False,
+            sinks=[RunStore()],
+            overhead_budget=None,
         ) as monitor:
             _train(tiny_mlp.model, tiny_mlp.x, tiny_mlp.y, 2, monitor)
 
@@ -813,7 +898,12 @@ def test_cuda_model_with_cpu_probe_leaves_cuda_rng_alone(tiny_mlp, make_tiny_mlp
     torch.cuda.manual_seed(0)
     before = torch.cuda.get_rng_state()
     monitor = InformationMonitor(
-        model, inputs=tiny_mlp.x, labels=tiny_mlp.y, schedule="all", device=None
+        model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        schedule="all",
+        device=None,
+        overhead_budget=None,
     )
     monitor.on_epoch_end(0)
     monitor.close()

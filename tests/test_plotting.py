@@ -13,13 +13,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from ibmonitor import _browser
+from ibmonitor import _browser, schema
 from ibmonitor.exceptions import InvalidParameterError
 from ibmonitor.plotting import (
+    MIN_PLANE_SPAN,
     X_TITLE,
     Y_TITLE,
+    combine_figures,
     dashboard,
     information_plane,
+    line_figure,
     write_image,
 )
 
@@ -51,7 +54,7 @@ def information_frame(layers=LAYERS, epochs=LOG_EPOCHS, seed=0, estimator="binne
     return pd.DataFrame(rows)
 
 
-def scalars_frame(epochs=range(0, TOTAL_EPOCHS, 50), measures=True):
+def scalars_frame(epochs=range(0, TOTAL_EPOCHS, 50), measures=True, saturation=()):
     rows = []
     for e in epochs:
         train = 0.7 * math.exp(-5 * e / TOTAL_EPOCHS)
@@ -72,6 +75,10 @@ def scalars_frame(epochs=range(0, TOTAL_EPOCHS, 50), measures=True):
                 (e, "norms/fc1/frobenius", 2.0),  # per layer: not on the dashboard
                 (e, "pac_bayes/bound", 100.0 + e),
             ]
+        rows += [
+            (e, schema.saturation_name(layer), min(1.0, e / TOTAL_EPOCHS + 0.1 * k))
+            for k, layer in enumerate(saturation)
+        ]
     return pd.DataFrame(rows, columns=["epoch", "name", "value"])
 
 
@@ -97,6 +104,26 @@ def plane_traces(fig):
 
 def annotation_texts(fig):
     return [a.text for a in fig.layout.annotations]
+
+
+def scalar_traces(fig):
+    return [t for t in fig.data if (t.meta or {}).get("kind") == "scalar"]
+
+
+def panel_titles(fig):
+    """Subplot titles of the dashboard's time-series panels, top to bottom."""
+    return [a.text for a in fig.layout.annotations if a.text in schema.PANELS]
+
+
+def panel_of(fig, trace):
+    """Title of the subplot a trace is drawn in."""
+    top = fig.layout["yaxis" + trace.yaxis[1:]].domain[1]
+    (title,) = [
+        a.text
+        for a in fig.layout.annotations
+        if a.text in schema.PANELS and a.y == pytest.approx(top)
+    ]
+    return title
 
 
 # --------------------------------------------------------------- information plane
@@ -317,6 +344,7 @@ def test_dashboard_panels_and_shared_log_epoch_axis():
     right = [t for t in fig.data if t.meta.get("kind") == "scalar"]
     axes = {t.xaxis for t in right}
     assert len(axes) == 4
+    assert panel_titles(fig) == ["Loss", "Accuracy", "Sharpness", "Norms"]
     layout = fig.layout
     for axis in axes:
         ax = layout["xaxis" + axis[1:]]
@@ -367,9 +395,259 @@ def test_dashboard_linear_epochs_for_an_even_schedule():
     assert right[0].x[0] == 0
 
 
+def test_dashboard_panels_are_the_schemas():
+    """Which panel draws a scalar is ibmonitor.schema.scalar_panel's answer."""
+    fig = dashboard(fake_run(scalars=scalars_frame(saturation=LAYERS)))
+    traces = scalar_traces(fig)
+    assert traces
+    for trace in traces:
+        panel = schema.scalar_panel(trace.meta["name"]).panel
+        assert trace.meta["panel"] == panel
+        assert panel_of(fig, trace) == panel
+    pac_bayes = next(t for t in traces if t.meta["name"] == "pac_bayes/bound")
+    assert panel_of(fig, pac_bayes) == "Sharpness"
+    assert "Norms and bounds" not in annotation_texts(fig)
+
+
+def test_dashboard_saturation_panel_when_recorded():
+    fig = dashboard(fake_run(scalars=scalars_frame(saturation=LAYERS)))
+    assert panel_titles(fig) == [
+        "Loss",
+        "Accuracy",
+        "Sharpness",
+        "Norms",
+        "Saturation",
+    ]
+    saturation = [t for t in scalar_traces(fig) if t.meta["panel"] == "Saturation"]
+    assert [t.meta["name"] for t in saturation] == [
+        f"saturation/{layer}" for layer in LAYERS
+    ]
+    # one shared epoch axis for all five panels
+    axes = {t.xaxis for t in scalar_traces(fig)}
+    assert len(axes) == 5
+    matched = {fig.layout["xaxis" + a[1:]].matches for a in axes}
+    assert len(matched - {None}) == 1
+    assert fig.layout["yaxis" + saturation[0].yaxis[1:]].rangemode == "tozero"
+    assert fig.layout.height > dashboard(fake_run()).layout.height
+    # the epoch axis title sits under the lowest panel
+    lowest = fig.layout["xaxis" + saturation[0].xaxis[1:]]
+    assert lowest.title.text == "epoch (log scale)"
+    # a probe other than the default is named in the scalar
+    probe = scalars_frame(measures=False).iloc[:0]
+    probe = pd.concat(
+        [
+            probe,
+            pd.DataFrame(
+                {"epoch": [0, 50], "name": "saturation/test/fc1", "value": [0.1, 0.2]}
+            ),
+        ]
+    )
+    fig = dashboard(fake_run(scalars=probe))
+    assert panel_titles(fig)[-1] == "Saturation"
+    # no saturation scalar: no panel
+    assert "Saturation" not in panel_titles(dashboard(fake_run()))
+
+
+def test_dashboard_draws_other_loss_names_but_not_other_scalars():
+    scalars = scalars_frame(measures=False)
+    extra = pd.DataFrame(
+        {
+            "epoch": [0, 50] * 3,
+            "name": ["gap/test_loss"] * 2 + ["aux_loss"] * 2 + ["lr"] * 2,
+            "value": [0.5, 0.4, 0.3, 0.2, 0.1, 0.1],
+        }
+    )
+    fig = dashboard(fake_run(scalars=pd.concat([scalars, extra])))
+    names = {t.meta["name"]: t for t in scalar_traces(fig)}
+    assert names["aux_loss"].line.dash == "dot"
+    assert panel_of(fig, names["aux_loss"]) == "Loss"
+    assert "gap/test_loss" not in names  # a copy of test_loss
+    assert "lr" not in names  # the "Other" panel is not on the dashboard
+
+
+def test_dashboard_norms_per_layer_only_without_total_norms():
+    scalars = pd.DataFrame(
+        {
+            "epoch": [0, 1, 0, 1],
+            "name": ["norms/fc1/frobenius"] * 2 + ["norms/fc2/frobenius"] * 2,
+            "value": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    fig = dashboard(fake_run(scalars=scalars))
+    assert {t.meta["name"] for t in scalar_traces(fig)} == {
+        "norms/fc1/frobenius",
+        "norms/fc2/frobenius",
+    }
+
+
+def test_log_epochs_follow_the_schedule_a_monitor_writes():
+    """run.json["schedule"]["kind"] as ibmonitor.schedules writes it decides."""
+    from ibmonitor.schedules import make_schedule
+
+    for spec, log in (("log", True), ("all", False), (5, False)):
+        run = fake_run()
+        run.config["schedule"] = dict(make_schedule(spec, TOTAL_EPOCHS).config)
+        assert schema.schedule_is_log(run.config) is log
+        fig = information_plane(run)
+        assert (fig.layout.coloraxis.colorbar.ticktext is not None) is log
+    # a schedule of no known kind: the spacing of the recorded epochs decides
+    run = fake_run()
+    run.config["schedule"] = {"kind": "callable", "name": "mine"}
+    assert information_plane(run).layout.coloraxis.colorbar.ticktext is not None
+
+
 def test_dashboard_rejects_several_runs():
     with pytest.raises(InvalidParameterError, match="dashboard draws one run"):
         dashboard([fake_run(name="a"), fake_run(name="b")])
+
+
+# ------------------------------------------------------------- combined figures
+
+
+def test_combine_figures_shares_plane_ranges_and_one_colour_axis():
+    short = fake_run(name="short")
+    short.information = information_frame(epochs=LOG_EPOCHS[:8])
+    long = fake_run(name="long", seed=1)
+    long.information["i_xt"] += 3.0
+    left, right = information_plane(short), information_plane(long)
+    n_left = len(left.data)
+    fig = combine_figures([left, right], ["short", "long"], title="two runs")
+    assert len(fig.data) == len(left.data) + len(right.data)
+    assert [a.text for a in fig.layout.annotations][:2] == ["short", "long"]
+    assert fig.layout.title.text == "two runs"
+    # shared ranges: both panels cover both runs' trajectories
+    xs = [v for t in fig.data for v in t.x]
+    assert fig.layout.xaxis.range == fig.layout.xaxis2.range
+    assert fig.layout.yaxis.range == fig.layout.yaxis2.range
+    assert fig.layout.xaxis.range[0] < min(xs) and fig.layout.xaxis.range[1] > max(xs)
+    # the colour axis spans the longer run's epochs
+    assert fig.layout.coloraxis.cmax == right.layout.coloraxis.cmax
+    assert fig.layout.coloraxis.cmax > left.layout.coloraxis.cmax
+    # the plane's titles: x on each panel, y on the first column only
+    assert fig.layout.xaxis2.title.text == X_TITLE
+    assert fig.layout.yaxis.title.text == Y_TITLE
+    assert fig.layout.yaxis2.title.text is None
+    # the source figures are left as they were
+    assert len(left.data) == n_left
+    assert left.layout.xaxis.range is None
+
+
+def test_combine_figures_rows_and_own_ranges():
+    planes = [information_plane(fake_run(name=f"s{i}", seed=i)) for i in range(4)]
+    for i, plane in enumerate(planes):
+        for trace in plane.data:
+            trace.x = np.asarray(trace.x) + 5 * i
+    by_row = combine_figures(
+        planes, ["a", "b", "c", "d"], title="t", cols=2, shared_plane_axes="row"
+    )
+    layout = by_row.layout
+    assert layout.xaxis.range == layout.xaxis2.range
+    assert layout.xaxis3.range == layout.xaxis4.range
+    assert layout.xaxis.range != layout.xaxis3.range
+    own = combine_figures(planes, list("abcd"), title="t", shared_plane_axes=None)
+    assert own.layout.xaxis.range is None
+
+
+def test_combine_figures_flat_planes_get_a_minimum_span():
+    frame = pd.DataFrame(
+        {"epoch": [0, 1], "layer": ["a", "a"], "i_xt": [12.0, 12.0], "i_ty": [0.9, 0.9]}
+    )
+    fig = combine_figures([information_plane(frame)], ["flat"], title="flat")
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    assert x1 - x0 >= MIN_PLANE_SPAN[0] and y1 - y0 >= MIN_PLANE_SPAN[1]
+    assert x0 < 12.0 < x1
+
+
+def test_combine_figures_mixes_planes_and_line_figures():
+    scalars = scalars_frame(measures=False).assign(run="demo")
+    curve = line_figure(
+        scalars[scalars.name.isin(["train_loss", "test_loss"])],
+        x="epoch",
+        y="value",
+        color="name",
+        xtitle="epoch",
+        ytitle="loss",
+        log_x=True,
+    )
+    twin = line_figure(
+        scalars[scalars.name == "train_loss"],
+        x="epoch",
+        y="value",
+        color="name",
+        xtitle="epoch",
+        ytitle="loss",
+    )
+    fig = combine_figures(
+        [information_plane(fake_run()), curve, twin],
+        ["plane", "loss", "again"],
+        title="mixed",
+    )
+    assert fig.layout.xaxis2.type == "log"
+    assert fig.layout.yaxis2.title.text == "loss"  # not a plane: its y title kept
+    assert fig.layout.xaxis2.range is None  # only planes share ranges
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend.count("train_loss") == 1  # one legend entry per name
+
+
+def test_combine_figures_rejects_bad_arguments():
+    plane = information_plane(information_frame())
+    with pytest.raises(InvalidParameterError, match="one title per figure"):
+        combine_figures([plane], ["a", "b"], title="t")
+    with pytest.raises(InvalidParameterError, match="at least one figure"):
+        combine_figures([], [], title="t")
+    with pytest.raises(InvalidParameterError, match="'shared_plane_axes' parameter"):
+        combine_figures([plane], ["a"], title="t", shared_plane_axes="col")
+
+
+def test_line_figure_one_line_per_group():
+    frame = pd.DataFrame(
+        {
+            "epoch": [0, 10, 0, 10, 0, 10, 0, 10],
+            "regime": ["small"] * 4 + ["large"] * 4,
+            "seed": ["seed 0", "seed 0", "seed 1", "seed 1"] * 2,
+            "value": [1.0, 0.5, 1.1, 0.6, 1.0, 0.8, 1.2, 0.9],
+        }
+    )
+    fig = line_figure(
+        frame,
+        x="epoch",
+        y="value",
+        color="regime",
+        dash="seed",
+        xtitle="epoch",
+        ytitle="loss",
+        log_x=True,
+        log_y=True,
+    )
+    assert [t.name for t in fig.data] == [
+        "small · seed 0",
+        "small · seed 1",
+        "large · seed 0",
+        "large · seed 1",
+    ]
+    assert fig.data[0].line.color == fig.data[1].line.color != fig.data[2].line.color
+    assert fig.data[0].line.dash == fig.data[2].line.dash != fig.data[1].line.dash
+    # epoch 0 on a log axis: every x shifted by one, and the title says so
+    assert list(fig.data[0].x) == [1.0, 11.0]
+    assert fig.layout.xaxis.title.text == "epoch (log scale, +1)"
+    assert (fig.layout.xaxis.type, fig.layout.yaxis.type) == ("log", "log")
+    linear = line_figure(
+        frame, x="epoch", y="value", color="regime", xtitle="epoch", ytitle="loss"
+    )
+    assert list(linear.data[0].x) == [0.0, 0.0, 10.0, 10.0]
+    assert linear.layout.xaxis.title.text == "epoch"
+
+
+def test_line_figure_escapes_names_and_checks_columns():
+    evil = "<b>x</b>"
+    frame = pd.DataFrame({"epoch": [0, 1], "name": [evil, evil], "value": [1, 2]})
+    fig = line_figure(
+        frame, x="epoch", y="value", color="name", xtitle="epoch", ytitle="v"
+    )
+    assert evil not in fig.to_json()
+    with pytest.raises(InvalidParameterError, match=r"lacks the columns \['run'\]"):
+        line_figure(frame, x="epoch", y="value", color="run", xtitle="e", ytitle="v")
 
 
 # ------------------------------------------------------------------ static export

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ibmonitor._state import preserve_state
 from ibmonitor.exceptions import InvalidParameterError
 from ibmonitor.recording import (
     activation_kind,
     layer_shapes,
-    preserve_state,
     record_activations,
     resolve_layers,
 )
@@ -116,8 +116,10 @@ def test_record_activations_shapes_and_values(tiny_mlp):
     with torch.no_grad():
         expected_tanh = model[1](model[0](x))
         expected_out = model(x)
-    torch.testing.assert_close(acts["1"], expected_tanh, rtol=0, atol=0)
-    torch.testing.assert_close(acts["output"], expected_out, rtol=0, atol=0)
+    # Batches of 10 against one batch of 64: BLAS may sum in another order, so
+    # the values agree to float32 rounding (a few 1e-8), not bit for bit.
+    torch.testing.assert_close(acts["1"], expected_tanh, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(acts["output"], expected_out, rtol=1e-6, atol=1e-7)
     assert all(not t.requires_grad for t in acts.values())
 
 

@@ -25,7 +25,7 @@ LAYERS = ("fc1", "fc2", EVIL)
 EPOCHS = sorted(set(np.logspace(0, np.log2(300), 15, base=2).astype(int) - 1))
 
 
-def write_run(path, *, name, layers=LAYERS, seed=0, estimators=("binned",)):
+def write_run(path, *, name, layers=LAYERS, seed=0, estimators=("binned",), extra=None):
     """A finished run written by RunWriter, with information and scalars."""
     rng = np.random.default_rng(seed)
     config = {
@@ -63,6 +63,7 @@ def write_run(path, *, name, layers=LAYERS, seed=0, estimators=("binned",)):
                     "train_acc": 1 - loss / 2,
                     "test_acc": 1 - loss / 2 - 0.05 * s,
                     "hessian/top_eigenvalue": 1 + 5 * s,
+                    **(extra(epoch, s) if extra else {}),
                 },
             )
     return path
@@ -126,6 +127,32 @@ def test_write_report_several_runs_and_folders(tmp_path):
     assert text.count(plotly_bundle_head()) == 1
     mixed = _runs_of([load_run(root / "a"), root / "b", load_runs(str(root))])
     assert [run.name for run in mixed] == ["a", "b", "a", "b"]
+
+
+def test_write_report_shows_saturation_and_other_scalars(tmp_path):
+    """Saturation (written by the monitor as scalars) reaches the report's
+    dashboard; scalars of the "Other" panel get a figure of their own."""
+    from ibmonitor.schema import saturation_name
+
+    def extra(epoch, s):
+        return {
+            saturation_name("fc1"): 0.1 + 0.5 * s,
+            "pac_bayes/bound": 3.0 - s,
+            "lr": 0.1 / (1 + epoch),
+        }
+
+    path = write_run(tmp_path / "sat", name="sat", layers=("fc1", "fc2"), extra=extra)
+    out = write_report([path], tmp_path / "sat.html")
+    text = out.read_text(encoding="utf-8")
+    assert text.count('class="plotly-graph-div"') == 2  # dashboard + other
+    assert '"panel":"Saturation"' in text.replace(" ", "")
+    assert "Other scalars: sat" in text
+    # the report's dashboard is plotting.dashboard: the schema's panels
+    fig = dashboard(load_run(path))
+    panels = {t.meta["name"]: t.meta["panel"] for t in fig.data if t.meta.get("name")}
+    assert panels["saturation/fc1"] == "Saturation"
+    assert panels["pac_bayes/bound"] == "Sharpness"
+    assert "lr" not in panels
 
 
 def test_write_report_missing_run_is_a_clear_error(tmp_path):

@@ -255,7 +255,7 @@ def test_update_config_is_atomic_and_survives_a_failed_rename(tmp_path, monkeypa
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         writer.update_config(skipped_epochs=[1])
     monkeypatch.undo()
@@ -273,7 +273,7 @@ def test_every_append_is_fsynced_before_returning(tmp_path, monkeypatch):
     writer = RunWriter(tmp_path / "r")
     calls = []
     real = os.fsync
-    monkeypatch.setattr(storage.os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
     writer.append_information(rows_for(0))
     assert len(calls) == 1
     writer.append_scalars(0, {"a": 1.0})
@@ -637,3 +637,222 @@ def test_load_runs_concatenates_with_unique_run_names(tmp_path):
         load_runs(str(tmp_path / "nothing-*"))
     with pytest.raises(FileNotFoundError):
         load_runs(tmp_path / "missing")
+
+
+# -- on-disk format --------------------------------------------------------------------
+
+OLD_RUN_JSON = {
+    "schema_version": 1,
+    "name": "old",
+    "status": "finished",
+    "started": "2024-05-01T12:00:00+02:00",
+    "ended": "2024-05-01T12:05:00+02:00",
+    "versions": {"ibmonitor": "0.1.0", "torch": "2.2.0"},
+    "seed": None,
+    "layers": {"fc2": {}, "fc1": {}},
+    "estimators": [{"name": "binned", "params": {}}],
+    "probes": {"default": {"n_samples": 4}},
+    "schedule": None,
+    "skipped_epochs": [],
+    "writer": {"pid": 1, "host": "elsewhere"},
+}
+OLD_INFORMATION = (
+    "epoch,probe,layer,estimator,quantity,value\n"
+    "0,default,fc1,binned,i_xt,0.25\n"
+    "0,default,fc1,binned,i_ty,0.5\n"
+    "0,default,fc2,binned,i_xt,nan\n"
+    "0,default,fc2,binned,i_ty,inf\n"
+    "0,default,fc2,binned,h_t,0.3333333333333333\n"
+    "1,default,a%25b%0Ac,binned,i_xt,1.0\n"
+    "1,default,a%25b%0Ac,binned,i_ty,2.0\n"
+)
+OLD_SCALARS = "epoch,name,value\n0,train_loss,0.30000000000000004\n1,gap/loss,2.0\n"
+
+
+def test_a_run_written_by_an_earlier_version_loads_unchanged(tmp_path):
+    path = tmp_path / "old"
+    path.mkdir()
+    (path / "run.json").write_text(json.dumps(OLD_RUN_JSON))
+    (path / "information.csv").write_text(OLD_INFORMATION)
+    (path / "scalars.csv").write_text(OLD_SCALARS)
+    run = load_run(path)
+    info = run.information
+    assert info.layer.tolist() == ["fc2", "fc1", "a%b\nc"]  # config order first
+    assert list(info.columns) == [
+        *storage.INFORMATION_COLUMNS[:4],
+        "i_xt",
+        "i_ty",
+        "h_t",
+    ]
+    assert math.isnan(info.i_xt[0]) and info.i_ty[0] == math.inf
+    assert info.h_t[0] == 1.0 / 3.0 and info.i_xt[1] == 0.25
+    assert run.scalars.value.tolist() == [0.1 + 0.2, 2.0]
+    assert run.status == "finished" and run.name == "old"
+
+
+def test_the_writer_writes_the_same_bytes_as_before(tmp_path):
+    with RunWriter(tmp_path / "r", {"layers": {"fc2": {}, "fc1": {}}}) as writer:
+        writer.append_information(
+            [
+                {"epoch": 0, "layer": "fc1", "estimator": "binned", "i_xt": 0.25,
+                 "i_ty": 0.5},
+                {"epoch": 0, "layer": "fc2", "estimator": "binned", "i_xt": math.nan,
+                 "i_ty": math.inf, "h_t": 1.0 / 3.0},
+                {"epoch": 1, "layer": "a%b\nc", "estimator": "binned", "i_ty": 2.0,
+                 "i_xt": 1.0},
+            ]
+        )  # fmt: skip
+        writer.append_scalars(0, {"train_loss": 0.1 + 0.2})
+        writer.append_scalars(1, {"gap/loss": 2}, sync=False)
+    assert (tmp_path / "r" / "information.csv").read_text() == OLD_INFORMATION
+    assert (tmp_path / "r" / "scalars.csv").read_text() == OLD_SCALARS
+
+
+def test_none_and_missing_information_values_are_stored_as_nan(tmp_path):
+    with RunWriter(tmp_path / "r") as writer:
+        writer.append_information(
+            [{"epoch": 0, "layer": "fc1", "estimator": "b", "i_ty": None}]
+        )
+        with pytest.raises(InvalidParameterError, match="'h_t'"):
+            writer.append_information(
+                [{"epoch": 0, "layer": "fc1", "estimator": "b", "h_t": "high"}]
+            )
+        with pytest.raises(InvalidParameterError, match="quantity name"):
+            writer.append_information(
+                [{"epoch": 0, "layer": "fc1", "estimator": "b", 3: 1.0}]
+            )
+    long = load_run(tmp_path / "r").information_long
+    assert long.quantity.tolist() == ["i_xt", "i_ty"] and long.value.isna().all()
+    assert long.probe.tolist() == ["default", "default"]
+
+
+# -- buffered scalars ------------------------------------------------------------------
+
+
+def test_scalars_without_sync_are_readable_at_once_and_sync_fsyncs(
+    tmp_path, monkeypatch
+):
+    writer = RunWriter(tmp_path / "r")
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    for step in range(3):
+        assert writer.append_scalars(step, {"loss": 1.0 / (step + 1)}, sync=False)
+    assert calls == []  # flushed to the OS, not fsynced
+    scalars = load_run(tmp_path / "r").scalars  # same process, writer still open
+    assert scalars.epoch.tolist() == [0, 1, 2]
+    assert scalars.value.tolist() == [1.0, 0.5, 1.0 / 3.0]
+    writer.sync()
+    assert len(calls) == 1  # the scalars table only: nothing else was pending
+    writer.sync()
+    assert len(calls) == 1  # nothing new to fsync
+    writer.append_scalars(3, {"loss": 0.25})
+    assert len(calls) == 2  # the default still fsyncs every append
+    writer.close()
+    writer.sync()  # closing fsynced everything; a later sync does nothing
+    assert load_run(tmp_path / "r").scalars.epoch.tolist() == [0, 1, 2, 3]
+
+
+KILLED_AFTER_UNSYNCED = textwrap.dedent(
+    """
+    import os, signal, sys, types
+    path, package = sys.argv[1], sys.argv[2]
+    stub = types.ModuleType("ibmonitor")
+    stub.__path__ = [package]
+    stub.__version__ = "test"
+    sys.modules["ibmonitor"] = stub
+    from ibmonitor.storage import RunWriter
+    writer = RunWriter(path)
+    for step in range(5):
+        writer.append_scalars(step, {"loss": float(step)}, sync=False)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_scalars_without_sync_survive_sigkill(tmp_path):
+    path = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_AFTER_UNSYNCED,
+            str(path),
+            str(REPO / "ibmonitor"),
+        ],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    run = load_run(path)
+    assert run.scalars.value.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert run.status == "crashed"
+
+
+# -- appending to an existing run ------------------------------------------------------
+
+
+def test_append_to_keeps_the_run_as_it_was(tmp_path):
+    path = write_run(tmp_path / "r", epochs=2)
+    raw = (path / "run.json").read_bytes()
+    before = json.loads(raw)
+    with RunWriter.append_to(path) as writer:
+        assert writer.appending and writer.last_epoch == 1
+        assert (path / "run.json").read_bytes() == raw  # opening wrote nothing
+        writer.append_information(
+            [{"epoch": 0, "probe": "train", "layer": "fc1", "estimator": "k%nn",
+              "i_xt": 1.5, "i_ty": 0.25}]
+        )  # fmt: skip
+        # Someone else changes run.json meanwhile: update_config keeps it.
+        other = json.loads((path / "run.json").read_text())
+        other["note"] = "kept"
+        (path / "run.json").write_text(json.dumps(other))
+        writer.update_config(estimators=[*writer.config["estimators"], {"name": "k"}])
+    after = load_run(path)
+    config = after.config
+    for key in ("status", "started", "ended", "writer", "name"):
+        assert config[key] == before[key], key
+    assert "resumed" not in config and config["note"] == "kept"
+    assert config["estimators"][-1] == {"name": "k"}
+    assert after.status == "finished"
+    assert "k%25nn" in (path / "information.csv").read_text()  # names encoded
+    assert set(after.information.estimator) == {"binned", "k%nn"}
+
+
+def test_append_to_fsyncs_and_leaves_a_crash_unmarked(tmp_path, monkeypatch):
+    path = write_run(tmp_path / "r", epochs=1)
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd) or real(fd))
+    with pytest.raises(RuntimeError), RunWriter.append_to(path) as writer:
+        writer.append_information(rows_for(5))
+        assert len(calls) == 1
+        raise RuntimeError("estimator failed")
+    monkeypatch.undo()
+    run = load_run(path)
+    assert run.status == "finished"  # not marked crashed: the run was fine
+    assert 5 in set(run.information.epoch)
+    with pytest.raises(ValueError, match="closed"):
+        writer.append_scalars(0, {"a": 1.0})
+
+
+def test_append_to_needs_a_run_of_a_known_schema(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        RunWriter.append_to(tmp_path)
+    with pytest.raises(InvalidParameterError, match="run path"):
+        RunWriter.append_to(b"r")
+    path = write_run(tmp_path / "r")
+    config = json.loads((path / "run.json").read_text())
+    config["schema_version"] = 99
+    (path / "run.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="schema_version 99"):
+        RunWriter.append_to(path)
+
+
+def test_run_and_runs_leave_summaries_to_analysis(tmp_path):
+    """Issue "One shape for the monitor": the store does not import analysis."""
+    path = write_run(tmp_path / "r")
+    assert not hasattr(load_run(path), "summary")
+    assert not hasattr(load_runs(path), "summary")

@@ -24,8 +24,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from ibmonitor import schema
+from ibmonitor.activations import saturated_fraction
+from ibmonitor.schema import PANELS, X_TITLE, Y_TITLE, saturation_name
+from ibmonitor.sinks import RunStore, TensorBoard
 from ibmonitor.tensorboard.plugin import (
     PLUGIN_NAME,
     InformationPlanePlugin,
@@ -82,13 +87,23 @@ def write_demo_run(path: Path, *, probes=("default",), nan_at=None) -> None:
                     "gap/acc": 0.1,
                     "sharpness/worst_case": 2.0 + epoch,
                     "hessian/top_eigenvalue": 10.0 + epoch,
+                    "pac_bayes/bound": 30.0 - epoch,
                     "norms/fc1/spectral": 1.0,
+                    "lr": 0.1,
+                },
+            )
+            # As the monitor does: saturation is computed once per layer and
+            # reaches the writer as ordinary scalars.
+            t = np.tanh(np.arange(-8, 8.0))
+            writer.write_scalars(
+                epoch,
+                {
+                    saturation_name(layer): saturated_fraction(t, "tanh")
+                    for layer in LAYERS
                 },
             )
             for layer in LAYERS:
-                writer.write_activations(
-                    epoch, layer, np.tanh(np.arange(-8, 8.0)), "tanh"
-                )
+                writer.write_activations(epoch, layer, t)
 
 
 def write_monitor_run(path: Path) -> None:
@@ -113,7 +128,11 @@ def write_monitor_run(path: Path) -> None:
         estimators=("binned",),
         schedule=1,
         logdir=path,
-        tensorboard=True,  # images on the 1st and 2nd recorded epoch and at close
+        sinks=[
+            RunStore(),
+            TensorBoard(),
+        ],
+        overhead_budget=None,  # images on the 1st and 2nd recorded epoch and at close
     )
     with monitor, warnings.catch_warnings():
         # 64 distinct inputs: binning warns that I(X;T) is pinned at 6 bits.
@@ -215,6 +234,9 @@ def test_runs_route_lists_layers_estimators_and_probes(plugin):
 def test_information_route_returns_each_layers_trajectory(plugin):
     body = _json(plugin, "/information", "?run=writer_run&estimator=kde")
     assert body["run"] == "writer_run"
+    # titles and the log-or-linear epoch decision of ibmonitor.schema
+    assert (body["x_title"], body["y_title"]) == (X_TITLE, Y_TITLE)
+    assert body["log_epochs"] is schema.epochs_look_log(EPOCHS) is False
     assert [s["layer"] for s in body["series"]] == LAYERS
     for i, series in enumerate(body["series"]):
         assert series["estimator"] == "kde"
@@ -238,7 +260,8 @@ def test_information_route_filters_probe_and_sends_nan_as_null(plugin):
 def test_information_route_unknown_run_is_empty_and_missing_run_an_error(plugin):
     from tensorboard import errors
 
-    assert _json(plugin, "/information", "?run=nope") == {"run": "nope", "series": []}
+    body = _json(plugin, "/information", "?run=nope")
+    assert (body["run"], body["series"]) == ("nope", [])
     # TensorBoard answers these errors with HTTP 400 (see the server test).
     with pytest.raises(errors.InvalidArgumentError, match="'run' parameter"):
         _get(plugin, "/information")
@@ -246,21 +269,130 @@ def test_information_route_unknown_run_is_empty_and_missing_run_an_error(plugin)
         _get(plugin, "/scalars")
 
 
-def test_scalars_route_groups_gap_sharpness_and_saturation(plugin):
+def test_scalars_route_groups_scalars_in_the_schemas_panels(plugin):
     panels = _json(plugin, "/scalars", "?run=writer_run")["panels"]
+    assert list(panels) == list(PANELS)
     # train, test, then the gap; the gap measure's copies of the plain scalars
     # (gap/train_loss, gap/test_acc) are left out.
-    assert list(panels["loss"]) == ["train_loss", "test_loss", "gap/loss"]
-    assert list(panels["accuracy"]) == ["test_acc", "gap/acc"]
-    assert set(panels["sharpness"]) == {
+    assert list(panels["Loss"]) == ["train_loss", "test_loss", "gap/loss"]
+    assert list(panels["Accuracy"]) == ["test_acc", "gap/acc"]
+    assert set(panels["Sharpness"]) == {
         "sharpness/worst_case",
         "hessian/top_eigenvalue",
+        "pac_bayes/bound",
     }
-    assert set(panels["saturation"]) == {f"saturation/{layer}" for layer in LAYERS}
-    assert panels["loss"]["gap/loss"]["epochs"] == EPOCHS
-    assert panels["sharpness"]["sharpness/worst_case"]["values"] == pytest.approx(
+    assert set(panels["Norms"]) == {"norms/fc1/spectral"}
+    assert set(panels["Saturation"]) == {f"saturation/{layer}" for layer in LAYERS}
+    assert set(panels["Other"]) == {"lr"}  # not the information scalars
+    assert panels["Loss"]["gap/loss"]["epochs"] == EPOCHS
+    assert panels["Sharpness"]["sharpness/worst_case"]["values"] == pytest.approx(
         [2.0 + e for e in EPOCHS]
     )
+    expected = saturated_fraction(np.tanh(np.arange(-8, 8.0)), "tanh")
+    assert panels["Saturation"]["saturation/fc1"]["values"] == pytest.approx(
+        [expected] * len(EPOCHS)
+    )
+    for panel, tags in panels.items():
+        assert all(schema.scalar_panel(tag).panel == panel for tag in tags)
+
+
+def test_index_js_knows_every_panel_of_the_schema(plugin):
+    text = _get(plugin, "/static/index.js").get_data(as_text=True)
+    for panel in PANELS:
+        assert f"key: '{panel}'" in text
+    assert f"const DEFAULT_PROBE = '{schema.DEFAULT_PROBE}'" in text
+    assert "[bits]" not in text  # the axis titles come from /information
+
+
+# The scalar names every panel consumer must sort alike.
+AGREEMENT_NAMES = (
+    "train_loss",
+    "test_loss",
+    "gap/loss",
+    "train_acc",
+    "test_acc",
+    "gap/acc",
+    "sharpness/worst_case",
+    "hessian/top_eigenvalue",
+    "expected_sharpness/sigma_0.01",
+    "pac_bayes/bound",
+    "pac_bayes/sigma",
+    "norms/total/frobenius",
+    "saturation/fc1",
+    "saturation/test/fc2",
+)
+
+
+def _dashboard_panels(fig) -> dict:
+    """{scalar name: title of the dashboard panel drawing it}."""
+    titles = {
+        round(a.y, 6): a.text
+        for a in fig.layout.annotations
+        if a.text in PANELS and a.yref == "paper"
+    }
+    found = {}
+    for trace in fig.data:
+        if (trace.meta or {}).get("kind") != "scalar":
+            continue
+        axis = fig.layout["yaxis" + trace.yaxis[1:]]
+        found[trace.meta["name"]] = titles[round(axis.domain[1], 6)]
+        assert trace.meta["panel"] == found[trace.meta["name"]]
+    return found
+
+
+def test_every_panel_consumer_sorts_scalars_alike(tmp_path):
+    """The dashboard, the custom-scalars layout and the plugin agree (issue: one
+    shape for the monitor), pac_bayes/* and saturation/* included."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from ibmonitor.plotting import dashboard
+
+    expected = {name: schema.scalar_panel(name).panel for name in AGREEMENT_NAMES}
+    assert expected["pac_bayes/bound"] == "Sharpness"
+    assert expected["saturation/test/fc2"] == "Saturation"
+
+    with TensorBoardWriter(tmp_path / "run") as writer:
+        writer.write_information(
+            0, [{"layer": "fc1", "estimator": "binned", "i_xt": 1.0, "i_ty": 0.5}]
+        )
+        for epoch in (0, 1, 2):
+            writer.write_scalars(epoch, dict.fromkeys(AGREEMENT_NAMES, 0.5 + epoch))
+        layout = layout_pb2.Layout.FromString(
+            writer._build_layout().SerializeToString()
+        )
+    layout_panels = {
+        pattern[1:-1].replace("\\", ""): category.title
+        for category in layout.category
+        for chart in category.chart
+        for pattern in chart.multiline.tag
+    }
+    plugin_panels = {
+        tag: panel
+        for panel, tags in _json(_plugin(tmp_path), "/scalars", "?run=run")[
+            "panels"
+        ].items()
+        for tag in tags
+    }
+    run = type(
+        "Run",
+        (),
+        {
+            "name": "run",
+            "config": {},
+            "information": pd.DataFrame(
+                {"epoch": [0], "layer": ["fc1"], "i_xt": [1.0], "i_ty": [0.5]}
+            ),
+            "scalars": pd.DataFrame(
+                [(e, n, 0.5 + e) for e in (0, 1, 2) for n in AGREEMENT_NAMES],
+                columns=["epoch", "name", "value"],
+            ),
+        },
+    )()
+    dashboard_panels = _dashboard_panels(dashboard(run))
+    for name, panel in expected.items():
+        assert layout_panels[name] == panel, name
+        assert plugin_panels[name] == panel, name
+        assert dashboard_panels[name] == panel, name
 
 
 def test_static_routes_serve_the_module_and_plotly_from_the_package(plugin):
@@ -281,7 +413,7 @@ def test_sampling_hint_zero_keeps_everything(logdir):
     body = _json(plugin, "/information", "?run=writer_run&estimator=binned")
     assert body["series"][0]["epochs"] == EPOCHS
     panels = _json(plugin, "/scalars", "?run=writer_run")["panels"]
-    assert len(panels["loss"]["gap/loss"]["epochs"]) == 2
+    assert len(panels["Loss"]["gap/loss"]["epochs"]) == 2
 
 
 def test_foreign_plugin_content_is_ignored(tmp_path):
@@ -434,7 +566,7 @@ def test_tensorboard_lists_the_plugin_and_serves_its_routes(
     info = json.loads(_fetch(base + "/information?run=writer_run&estimator=binned"))
     assert [s["epochs"] for s in info["series"]] == [EPOCHS] * len(LAYERS)
     scalars = json.loads(_fetch(base + "/scalars?run=writer_run"))
-    assert "gap/loss" in scalars["panels"]["loss"]
+    assert "gap/loss" in scalars["panels"]["Loss"]
     assert len(_fetch(base + "/static/plotly.min.js")) > 1_000_000
     with pytest.raises(urllib.error.HTTPError) as error:
         _fetch(base + "/information")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -10,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from ibmonitor import schema
+from ibmonitor.activations import saturated_fraction
+from ibmonitor.schema import PANELS, X_TITLE, Y_TITLE, saturation_name
+from ibmonitor.tensorboard import writer as writer_module
 from ibmonitor.tensorboard.writer import (
     PLUGIN_NAME,
     TensorBoardWriter,
     information_plane_png,
     plugin_tag,
-    saturated_fraction,
 )
 
 LAYERS = ["fc1", "fc2", "out"]
@@ -76,30 +79,6 @@ def _raw_values(logdir: Path):
 
 
 # --------------------------------------------------------------- saturation
-def test_saturated_fraction_tanh_counts_values_within_one_percent_of_bounds():
-    t = np.array([[0.995, -0.991], [0.98, 0.0], [1.0, -1.0], [0.5, 0.989]])
-    assert saturated_fraction(t, "tanh") == pytest.approx(4 / 8)
-    assert saturated_fraction(t, "Tanh") == pytest.approx(4 / 8)
-
-
-def test_saturated_fraction_sigmoid_uses_bounds_zero_and_one():
-    t = np.array([0.0, 0.009, 0.011, 0.5, 0.989, 0.991, 1.0, 0.3])
-    assert saturated_fraction(t, "sigmoid") == pytest.approx(4 / 8)
-
-
-def test_saturated_fraction_none_for_unbounded_kinds_and_no_finite_values():
-    t = np.ones((4, 3))
-    assert saturated_fraction(t, "relu") is None
-    assert saturated_fraction(t, None) is None
-    assert saturated_fraction(np.full(3, np.nan), "tanh") is None
-
-
-def test_saturated_fraction_ignores_nan_and_accepts_tensors():
-    t = torch.tensor([[1.0, float("nan")], [0.0, -1.0]], dtype=torch.float16)
-    assert saturated_fraction(t, "tanh") == pytest.approx(2 / 3)
-
-
-# ------------------------------------------------------------ information
 def test_write_information_writes_scalars_per_layer_and_estimator(tmp_path):
     with TensorBoardWriter(tmp_path) as writer:
         for epoch in (0, 1, 3):
@@ -189,20 +168,15 @@ def test_write_scalars_skips_values_that_are_not_numbers(tmp_path):
 
 
 # ------------------------------------------------------------ activations
-def test_write_activations_histogram_and_saturation(tmp_path):
+def test_write_activations_writes_only_the_histogram(tmp_path):
     t = np.tanh(np.random.default_rng(0).normal(scale=3.0, size=(200, 5)))
-    expected = saturated_fraction(t, "tanh")
+    assert 0.0 < saturated_fraction(t, "tanh") < 1.0  # saturated: yet no scalar
     with TensorBoardWriter(tmp_path) as writer:
-        fraction = writer.write_activations(3, "fc1", t, "tanh")
-        assert writer.write_activations(3, "fc2", np.abs(t), "relu") is None
-    assert fraction == pytest.approx(expected)
-    assert 0.0 < fraction < 1.0
+        assert writer.write_activations(3, "fc1", t) is None
+        writer.write_activations(3, "fc2", np.abs(t))
     provider = _provider(tmp_path)
-    scalars = provider.read_scalars(
-        _ctx(), experiment_id="", plugin_name="scalars", downsample=10
-    )["."]
-    assert set(scalars) == {"saturation/fc1"}
-    assert scalars["saturation/fc1"][0].value == pytest.approx(fraction)
+    scalars = provider.list_scalars(_ctx(), experiment_id="", plugin_name="scalars")
+    assert scalars.get(".", {}) == {}
     histograms = provider.read_tensors(
         _ctx(), experiment_id="", plugin_name="histograms", downsample=10
     )["."]
@@ -213,19 +187,46 @@ def test_write_activations_histogram_and_saturation(tmp_path):
     assert buckets[-1, 1] == pytest.approx(t.max())
 
 
+def test_writer_no_longer_computes_saturation(tmp_path):
+    """One shape for the monitor: a sink writes what it is given, nothing more."""
+    parameters = inspect.signature(TensorBoardWriter.write_activations).parameters
+    assert "kind" not in parameters
+    assert parameters["probe"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert parameters["probe"].default == schema.DEFAULT_PROBE
+    with TensorBoardWriter(tmp_path) as writer, pytest.raises(TypeError):
+        writer.write_activations(0, "fc1", np.ones((2, 2)), "tanh")
+    assert not hasattr(writer_module, "_SATURATION_BOUNDS")
+    assert "saturated_fraction" not in vars(writer_module)
+
+
 def test_write_activations_constant_layer_and_probe_prefix(tmp_path):
     with TensorBoardWriter(tmp_path) as writer:
-        writer.write_activations(0, "fc1", np.ones((4, 2)), "sigmoid", probe="test")
-        writer.write_activations(0, "fc2", np.full((2, 2), np.nan), "tanh")
+        writer.write_activations(0, "fc1", np.ones((4, 2)), probe="test")
+        writer.write_activations(0, "fc2", np.full((2, 2), np.nan))
     provider = _provider(tmp_path)
     histograms = provider.read_tensors(
         _ctx(), experiment_id="", plugin_name="histograms", downsample=10
     )["."]
     assert set(histograms) == {"activations/test/fc1"}  # the all-NaN layer: none
-    scalars = provider.read_scalars(
+    assert histograms["activations/test/fc1"][0].numpy[:, 2].sum() == 8
+
+
+def test_saturation_scalars_arrive_through_write_scalars(tmp_path):
+    values = {
+        saturation_name("fc1"): 0.25,
+        saturation_name("fc1", "test"): 1.0,
+    }
+    assert list(values) == ["saturation/fc1", "saturation/test/fc1"]
+    with TensorBoardWriter(tmp_path) as writer:
+        writer.write_scalars(2, values)
+    scalars = _provider(tmp_path).read_scalars(
         _ctx(), experiment_id="", plugin_name="scalars", downsample=10
     )["."]
-    assert scalars["saturation/test/fc1"][0].value == pytest.approx(1.0)
+    assert scalars["saturation/fc1"][0].value == pytest.approx(0.25)
+    assert scalars["saturation/test/fc1"][0].step == 2
+    assert _layout(tmp_path)["Saturation"] == {
+        "saturated fraction": ["^saturation/fc1$", "^saturation/test/fc1$"]
+    }
 
 
 # ----------------------------------------------------------------- images
@@ -247,12 +248,70 @@ def test_information_plane_png_is_a_png_without_a_browser():
 
 
 def test_information_plane_png_rejects_a_frame_without_the_columns():
-    with pytest.raises(ValueError, match="column 'i_ty'"):
+    with pytest.raises(ValueError, match=r"lacks the columns \['i_ty'\]"):
         information_plane_png(
             pd.DataFrame({"epoch": [0], "layer": ["a"]}).assign(
                 estimator="binned", i_xt=1.0
             )
         )
+
+
+def test_information_plane_png_shares_the_log_epoch_decision(tmp_path, monkeypatch):
+    """The images colour epochs as plotting does: schema.use_log_epochs."""
+    from ibmonitor.plotting import information_plane
+
+    calls = []
+
+    def spy(configs, epochs, log_epochs="auto"):
+        configs = list(configs)
+        answer = schema.use_log_epochs(configs, list(epochs), log_epochs)
+        calls.append((configs, answer))
+        return answer
+
+    monkeypatch.setattr(writer_module, "use_log_epochs", spy)
+    log_epochs = [0, 1, 2, 3, 5, 8, 13, 22, 37, 62, 104, 174, 292, 489]
+    frame = _frame(log_epochs)
+    information_plane_png(frame, dpi=30)
+    assert calls[-1] == ([], True)
+    plotted = information_plane(frame).layout.coloraxis.colorbar.ticktext
+    assert plotted is not None  # plotting decides the same: log
+    information_plane_png(_frame(range(0, 200, 10)), dpi=30)
+    assert calls[-1] == ([], False)
+    every = {"schedule": {"kind": "every", "every": 1}}
+    information_plane_png(frame, dpi=30, config=every)
+    assert calls[-1] == ([every], False)  # the run's schedule wins
+    with TensorBoardWriter(tmp_path, config=every) as writer:
+        assert writer.config == every
+
+
+def test_write_plane_image_passes_the_runs_schedule(tmp_path, monkeypatch):
+    seen = []
+    real = writer_module.information_plane_png
+
+    def spy(frame, **kwargs):
+        seen.append(kwargs.get("config"))
+        return real(frame, **kwargs)
+
+    monkeypatch.setattr(writer_module, "information_plane_png", spy)
+    config = {"schedule": {"kind": "log", "total_epochs": 100}}
+    with TensorBoardWriter(tmp_path, config=config, image_dpi=30) as writer:
+        long = _frame([0, 1]).melt(
+            id_vars=["epoch", "layer", "estimator"],
+            value_vars=["i_xt", "i_ty"],
+            var_name="quantity",
+        )
+        assert writer.write_plane_image(1, long) == ["information_plane/binned"]
+    assert seen == [config]
+
+
+def test_information_plane_png_axis_titles_are_the_schemas(monkeypatch):
+    from matplotlib.axes import Axes
+
+    labels = []
+    monkeypatch.setattr(Axes, "set_xlabel", lambda ax, t, **k: labels.append(t))
+    monkeypatch.setattr(Axes, "set_ylabel", lambda ax, t, **k: labels.append(t))
+    information_plane_png(_frame([0, 1, 2]), dpi=30)
+    assert labels[-2:] == [X_TITLE, Y_TITLE]  # after the colour bar's "epoch"
 
 
 def test_write_plane_image_one_image_per_estimator_and_epoch(tmp_path):
@@ -293,7 +352,7 @@ def _layout(logdir: Path):
     }
 
 
-def test_write_layout_groups_information_gap_sharpness_and_norms(tmp_path):
+def test_write_layout_groups_information_and_the_schemas_panels(tmp_path):
     names = [
         "train_loss",
         "test_loss",
@@ -302,6 +361,7 @@ def test_write_layout_groups_information_gap_sharpness_and_norms(tmp_path):
         "gap/acc",
         "sharpness/worst_case",
         "hessian/top_eigenvalue",
+        "pac_bayes/bound",
         "norms/fc1/spectral",
         "norms/fc2/spectral",
         "norms/fc1/frobenius",
@@ -310,15 +370,31 @@ def test_write_layout_groups_information_gap_sharpness_and_norms(tmp_path):
     with TensorBoardWriter(tmp_path) as writer:
         writer.write_layout(["fc1", "fc2"], ["binned", "kde"], names)
     layout = _layout(tmp_path)
-    assert layout["Information · kde"]["I(X;T) [bits]"] == [
+    assert list(layout) == [
+        "Information · binned",
+        "Information · kde",
+        "Loss",
+        "Accuracy",
+        "Sharpness",
+        "Norms",
+        "Other",
+    ]
+    assert layout["Information · kde"][X_TITLE] == [
         "^information/kde/fc1/I_XT$",
         "^information/kde/fc2/I_XT$",
     ]
-    assert layout["Generalization"]["loss"] == ["^train_loss$", "^test_loss$"]
-    assert layout["Generalization"]["generalization gap"] == ["^gap/loss$", "^gap/acc$"]
-    assert set(layout["Sharpness"]) == {
+    assert layout["Loss"] == {
+        "loss": ["^train_loss$", "^test_loss$"],
+        "generalization gap": ["^gap/loss$"],
+    }
+    assert layout["Accuracy"] == {
+        "accuracy": ["^test_acc$"],
+        "generalization gap": ["^gap/acc$"],
+    }
+    assert set(layout["Sharpness"]) == {  # PAC-Bayes flatness is sharpness
         "sharpness/worst_case",
         "hessian/top_eigenvalue",
+        "pac_bayes/bound",
     }
     assert layout["Norms"]["spectral norm"] == [
         "^norms/fc1/spectral$",
@@ -331,17 +407,42 @@ def test_layout_follows_new_scalars_and_saturated_layers(tmp_path):
     with TensorBoardWriter(tmp_path) as writer:
         writer.write_layout(["fc1"], ["binned"], [])
         writer.write_scalars(1, {"gap/loss": 0.1})
-        writer.write_activations(1, "fc1", np.zeros((3, 2)), "tanh")
+        writer.write_activations(1, "fc1", np.ones((3, 2)))  # no saturation here
+        assert "Saturation" not in _layout_of(writer)
+        writer.write_scalars(1, {saturation_name("fc1"): 1.0})
     layout = _layout(tmp_path)
-    assert layout["Generalization"] == {"generalization gap": ["^gap/loss$"]}
+    assert layout["Loss"] == {"generalization gap": ["^gap/loss$"]}
     assert layout["Saturation"] == {"saturated fraction": ["^saturation/fc1$"]}
+
+
+def _layout_of(writer):
+    return {c.title for c in writer._build_layout().category}
+
+
+def test_layout_categories_are_the_schemas_panels():
+    names = [
+        "train_loss",
+        "gap/test_acc",
+        "expected_sharpness/sigma_0.01",
+        "pac_bayes/sigma",
+        "norms/total/frobenius",
+        "saturation/test/fc2",
+        "epoch_time",
+    ]
+    groups = writer_module._layout_groups(names)
+    for name in names:
+        panel, chart = schema.scalar_panel(name)
+        assert name in groups[panel][chart]
+    assert list(groups) == [
+        p for p in PANELS if any(schema.scalar_panel(n).panel == p for n in names)
+    ]
 
 
 def test_layer_names_are_escaped_in_layout_regexes(tmp_path):
     with TensorBoardWriter(tmp_path) as writer:
         writer.write_layout(["encoder.fc1"], ["binned"])
     charts = _layout(tmp_path)["Information · binned"]
-    assert charts["I(T;Y) [bits]"] == [r"^information/binned/encoder\.fc1/I_TY$"]
+    assert charts[Y_TITLE] == [r"^information/binned/encoder\.fc1/I_TY$"]
 
 
 # --------------------------------------------------------------- lifecycle
@@ -361,6 +462,6 @@ def test_importing_ibmonitor_tensorboard_loads_neither_tensorboard_nor_matplotli
         "import sys, ibmonitor.tensorboard as t; "
         "assert 'tensorboard' not in sys.modules, 'tensorboard'; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib'; "
-        "assert callable(t.saturated_fraction)"
+        "assert 'InformationPlanePlugin' in t.__all__"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

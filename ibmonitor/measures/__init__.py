@@ -15,13 +15,17 @@ train/eval modes, buffers, and all random-number generator states).
 >>> measures.pac_bayes(model, loss_fn, data, init=initial_state_dict)   # doctest: +SKIP
 >>> measures.norms(model, init=initial_state_dict)                      # doctest: +SKIP
 
-:func:`compute_measures` runs named measures for the monitor and returns flat
+Each is also registered under a name (:func:`register_measure`,
+:func:`available_measures`: ``gap``, ``norms``, ``hessian``, ``sharpness``,
+``expected_sharpness``, ``pac_bayes``) with a cost class, ``"cheap"`` or
+``"expensive"``. :func:`compute_measures` runs named measures and returns flat
 scalars (``gap/loss``, ``hessian/top_eigenvalue``, ``norms/fc1/spectral``...);
-:data:`MEASURE_COSTS` classes each as cheap or expensive.
+:class:`MeasureSet` is the part the monitor composes (measures, loss, data,
+schedule).
 """
 
+from .._state import ModelSnapshot, preserve_state
 from ._data import OperationCounts, counting
-from ._state import ModelSnapshot, preserved_state
 from .generalization import GeneralizationGap, generalization_gap
 from .hessian import (
     HessianEigenvalues,
@@ -32,32 +36,36 @@ from .hessian import (
 )
 from .norms import NORM_COLUMNS, conv_operator_norm, norms, path_norm, spectral_norm
 from .pac_bayes import PACBayesResult, pac_bayes, pac_bayes_kl
-from .sharpness import expected_sharpness, worst_case_sharpness
-from .timeline import (
-    AVAILABLE_MEASURES,
-    MEASURE_COSTS,
-    TIMELINE_DEFAULTS,
-    compute_measures,
+from .registry import (
+    Measure,
+    MeasureContext,
+    available_measures,
+    get_measure,
     measure_cost,
     measure_name,
+    register_measure,
 )
+from .sharpness import expected_sharpness, worst_case_sharpness
+from .timeline import MeasureSet, compute_measures
 
 __all__ = [
-    "AVAILABLE_MEASURES",
-    "MEASURE_COSTS",
     "NORM_COLUMNS",
-    "TIMELINE_DEFAULTS",
     "GeneralizationGap",
     "HessianEigenvalues",
     "HessianTrace",
+    "Measure",
+    "MeasureContext",
+    "MeasureSet",
     "ModelSnapshot",
     "OperationCounts",
     "PACBayesResult",
+    "available_measures",
     "compute_measures",
     "conv_operator_norm",
     "counting",
     "expected_sharpness",
     "generalization_gap",
+    "get_measure",
     "hessian_eigenvalues",
     "hessian_trace",
     "hessian_vector_product",
@@ -67,7 +75,8 @@ __all__ = [
     "pac_bayes",
     "pac_bayes_kl",
     "path_norm",
-    "preserved_state",
+    "preserve_state",
+    "register_measure",
     "spectral_norm",
     "worst_case_sharpness",
 ]

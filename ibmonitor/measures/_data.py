@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import model_device, model_dtype
+from .._state import preserved_rng
 from .._validation import as_tensor, check_consistent_samples, check_param
 from ..exceptions import InvalidParameterError
-from ._state import preserved_rng
 
 __all__ = [
     "Batches",
@@ -35,8 +36,6 @@ __all__ = [
     "load_batches",
     "loss_and_grad",
     "mean_loss",
-    "model_device",
-    "model_dtype",
     "parameter_groups",
     "trainable_parameters",
 ]
@@ -96,23 +95,6 @@ def _count(kind: str, n: int = 1) -> None:
 
 
 # ------------------------------------------------------------------- model ---
-def model_device(model: nn.Module) -> torch.device:
-    """Return the device of the model's first parameter (or buffer), else CPU."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """Return the dtype of the model's first floating parameter (or float32)."""
-    for t in model.parameters():
-        if torch.is_floating_point(t):
-            return t.dtype
-    return torch.get_default_dtype()
-
-
 def trainable_parameters(
     model: nn.Module, params: Any = None, *, owner: str = "measure"
 ) -> List[Tuple[str, nn.Parameter]]:

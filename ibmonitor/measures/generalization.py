@@ -14,9 +14,11 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
+from .._device import model_device, model_dtype
+from .._state import preserve_state
 from .._validation import check_param
-from ._data import evaluate, iter_batches, model_device, model_dtype
-from ._state import preserved_state
+from ._data import evaluate, iter_batches
+from .registry import MeasureContext, register_measure
 
 __all__ = ["GeneralizationGap", "generalization_gap"]
 
@@ -68,7 +70,7 @@ def generalization_gap(
     """Return loss and accuracy on training and test data and the gap between them.
 
     The model is evaluated in eval mode, without gradients, batch by batch on
-    its own device, and left exactly as found (see :func:`preserved_state`).
+    its own device, and left exactly as found (see :func:`preserve_state`).
 
     Parameters
     ----------
@@ -110,7 +112,7 @@ def generalization_gap(
     if max_batches is not None:
         check_param(max_batches, "max_batches", owner, kind="int", low=1)
     device, dtype = model_device(model), model_dtype(model)
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         results = []
         for name, data in (("train_data", train_data), ("test_data", test_data)):
@@ -134,3 +136,24 @@ def generalization_gap(
         n_train=n_tr,
         n_test=n_te,
     )
+
+
+@register_measure(
+    "gap",
+    cost="cheap",
+    option_names=[generalization_gap],
+    requires=["test_data"],
+)
+def _gap_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
+    """``gap/loss``, ``gap/acc``, ``gap/{train,test}_{loss,acc}``."""
+    g = generalization_gap(
+        context.model, context.loss_fn, context.train_data, context.test_data, **options
+    )
+    return {
+        "gap/loss": g.loss_gap,
+        "gap/acc": g.acc_gap,
+        "gap/train_loss": g.train_loss,
+        "gap/test_loss": g.test_loss,
+        "gap/train_acc": g.train_acc,
+        "gap/test_acc": g.test_acc,
+    }

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning
 from ._data import (
@@ -40,7 +41,8 @@ from ._data import (
     parameter_groups,
     trainable_parameters,
 )
-from ._state import preserved_state
+from ._perturb import flatten, seeded_generator
+from .registry import MeasureContext, register_measure
 
 __all__ = [
     "HessianEigenvalues",
@@ -183,10 +185,6 @@ def hessian_vector_product(
     return out
 
 
-def _flatten(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    return torch.cat([t.reshape(-1).to(dtype) for t in tensors])
-
-
 def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     out, i = [], 0
     for p in like:
@@ -194,12 +192,6 @@ def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.T
         out.append(flat[i : i + n].view_as(p).to(p.dtype))
         i += n
     return out
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    return gen
 
 
 class _Operator:
@@ -222,7 +214,7 @@ class _Operator:
             self.params,
             _unflatten(v, self.params),
         )
-        return _flatten(hv, self.dtype)
+        return flatten(hv, self.dtype)
 
 
 # ------------------------------------------------------------------ Lanczos ---
@@ -453,12 +445,12 @@ def hessian_eigenvalues(
     )
     solver = _lanczos if method == "lanczos" else _power
     results: Dict[str, HessianEigenvalues] = {}
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         for name, named in groups.items():
             tensors = [p for _, p in named]
             op = _Operator(model, loss_fn, batches, tensors)
-            gen = _generator(op.device, seed)
+            gen = seeded_generator(op.device, seed)
             values, vectors, n_iter, converged = solver(op, k, max_iter, tol, gen)
             if not converged:
                 warnings.warn(
@@ -551,11 +543,11 @@ def hessian_trace(
         data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
     )
     results: Dict[str, HessianTrace] = {}
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         for name, named in groups.items():
             op = _Operator(model, loss_fn, batches, [p for _, p in named])
-            gen = _generator(op.device, seed)
+            gen = seeded_generator(op.device, seed)
             samples = []
             for _ in range(n_samples):
                 v = torch.randint(0, 2, (op.n,), generator=gen, device=op.device)
@@ -569,3 +561,44 @@ def hessian_trace(
             )
             results[name] = HessianTrace(float(arr.mean()), stderr, len(arr))
     return results if per_layer else results["all"]
+
+
+@register_measure(
+    "hessian",
+    cost="expensive",
+    defaults={"n_samples": 20},
+    option_names=[hessian_eigenvalues, "n_samples", "trace"],
+)
+def _hessian_measure(
+    context: MeasureContext, *, trace: bool = True, **options: Any
+) -> Dict[str, float]:
+    """Top eigenvalues and (with ``trace``) Hutchinson's trace of the Hessian.
+
+    ``hessian/top_eigenvalue`` (``hessian/eigenvalue_2``... for ``k > 1``),
+    ``hessian/trace``, ``hessian/trace_stderr``; with ``per_layer``
+    ``hessian/<layer>/...``. ``n_samples`` goes to the trace (20 here, not
+    100); ``params``, ``per_layer``, ``seed``, ``batch_size`` and
+    ``max_batches`` to both.
+    """
+    n_samples = options.pop("n_samples", 20)
+    shared = {
+        k: options[k]
+        for k in ("params", "per_layer", "seed", "batch_size", "max_batches")
+        if k in options
+    }
+    model, loss_fn, data = context.model, context.loss_fn, context.train_data
+    eig = hessian_eigenvalues(model, loss_fn, data, **options)
+    tr = hessian_trace(model, loss_fn, data, n_samples, **shared) if trace else None
+    per_layer = bool(options.get("per_layer", False))
+    eig_groups = eig if per_layer else {"": eig}
+    tr_groups = (tr if per_layer else {"": tr}) if tr is not None else {}
+    out: Dict[str, float] = {}
+    for group, values in eig_groups.items():
+        prefix = f"hessian/{group}/" if group else "hessian/"
+        out[prefix + "top_eigenvalue"] = values[0]
+        for i, v in enumerate(values[1:], start=2):
+            out[prefix + f"eigenvalue_{i}"] = v
+        if group in tr_groups:
+            out[prefix + "trace"] = tr_groups[group].mean
+            out[prefix + "trace_stderr"] = tr_groups[group].stderr
+    return out

@@ -18,10 +18,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._device import model_device, model_dtype
+from .._state import preserve_state, preserved_rng
 from .._validation import as_tensor, check_param
 from ..exceptions import InvalidParameterError
-from ._data import model_device, model_dtype
-from ._state import preserved_state
+from ._data import iter_batches
+from .registry import MeasureContext, register_measure
 
 __all__ = ["NORM_COLUMNS", "conv_operator_norm", "norms", "path_norm", "spectral_norm"]
 
@@ -173,7 +175,7 @@ def _conv_input_sizes(
 
             handles.append(module.register_forward_hook(hook))
     try:
-        with preserved_state(model), torch.no_grad():
+        with preserve_state(model, parameters=True), torch.no_grad():
             model.eval()
             model(example_input)
     finally:
@@ -315,7 +317,7 @@ def norms(
     fro2 = dist2 = 0.0
     log_spec = 0.0
     have_dist = state is not None
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         for i, (name, module, key) in enumerate(layers):
             w = module.weight.detach()
             n_params = sum(
@@ -378,3 +380,47 @@ def norms(
     )
     frame = pd.DataFrame(rows, columns=list(NORM_COLUMNS))
     return frame.astype({"n_params": np.int64})
+
+
+def _first_input(model: nn.Module, data: Any) -> Optional[torch.Tensor]:
+    """Return one input of ``data`` (for the path norm), or None if unreadable."""
+    try:
+        with preserved_rng():  # a shuffling DataLoader draws from the global RNG
+            for x, _ in iter_batches(
+                data,
+                device=model_device(model),
+                dtype=model_dtype(model),
+                batch_size=1,
+                max_batches=1,
+                owner="the 'norms' measure",
+            ):
+                return x[:1]
+    except (InvalidParameterError, TypeError, ValueError):
+        return None
+    return None
+
+
+@register_measure("norms", cost="cheap", option_names=[norms])
+def _norms_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
+    """Per-layer and total norms as ``norms/<layer>/<column>`` scalars.
+
+    Layers: ``frobenius``, ``spectral``, ``spectral_fft``, ``distance_to_init``;
+    ``total``: ``frobenius``, ``distance_to_init``, ``log_spectral_sum``,
+    ``path``, ``n_params``. ``init`` defaults to ``context.init``; the path
+    norm's input shape to that of the first training input.
+    """
+    options.setdefault("init", context.init)
+    if "input_shape" not in options and "example_input" not in options:
+        options["example_input"] = _first_input(context.model, context.train_data)
+    frame = norms(context.model, **options)
+    out: Dict[str, float] = {}
+    for row in frame.to_dict("records"):
+        layer = row["layer"]
+        cols = (
+            ("frobenius", "distance_to_init", "log_spectral_sum", "path", "n_params")
+            if layer == "total"
+            else ("frobenius", "spectral", "spectral_fft", "distance_to_init")
+        )
+        for col in cols:
+            out[f"norms/{layer}/{col}"] = float(row[col])
+    return out

@@ -18,11 +18,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning, InvalidParameterError
 from ._data import evaluate, load_batches, trainable_parameters
-from ._state import preserved_state
-from .sharpness import _flat, _perturbation_std, _perturbed_samples
+from ._perturb import flatten, perturbation_std, perturbed_samples
+from .registry import MeasureContext, register_measure
 
 __all__ = ["PACBayesResult", "pac_bayes", "pac_bayes_kl"]
 
@@ -285,13 +286,13 @@ def pac_bayes(
     m = batches.n_samples if n_train is None else n_train
     check_param(m, "n_train", owner, kind="int", low=2)
     dtype, device = params_t[0].dtype, params_t[0].device
-    w = _flat(params_t, dtype)
+    w = flatten(params_t, dtype)
     w0 = _init_vector(init, named, dtype, device, owner)
 
     def accuracy() -> float:
         return evaluate(model, loss_fn, batches.batches)[1]
 
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         acc0 = accuracy()
         if math.isnan(acc0):
@@ -307,18 +308,8 @@ def pac_bayes(
         steps = 0
         for steps in range(1, max_iter + 1):
             sigma = 0.5 * (lo + hi)
-            std = _perturbation_std(w, sigma, magnitude_aware, magnitude_eps)
-            accs = _perturbed_samples(
-                model,
-                loss_fn,
-                batches,
-                params_t,
-                std,
-                n_samples,
-                False,
-                seed,
-                accuracy,
-            )
+            std = perturbation_std(w, sigma, magnitude_aware, magnitude_eps)
+            accs = perturbed_samples(params_t, std, n_samples, False, seed, accuracy)
             acc_at = sum(accs) / len(accs)
             drop = acc0 - acc_at
             logger.debug("pac_bayes step %d: sigma=%g drop=%g", steps, sigma, drop)
@@ -361,3 +352,16 @@ def pac_bayes(
         n_search_steps=steps,
         magnitude_aware=magnitude_aware,
     )
+
+
+@register_measure("pac_bayes", cost="expensive", option_names=[pac_bayes])
+def _pac_bayes_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
+    """``pac_bayes/{sigma,flatness,bound,kl}``; the prior's mean is ``context.init``."""
+    options.setdefault("init", context.init)
+    r = pac_bayes(context.model, context.loss_fn, context.train_data, **options)
+    return {
+        "pac_bayes/sigma": r.sigma,
+        "pac_bayes/flatness": r.flatness,
+        "pac_bayes/bound": r.bound,
+        "pac_bayes/kl": r.kl,
+    }

@@ -1,19 +1,21 @@
 """Sharpness of the minimum: worst-case (Keskar et al.) and expected (Neyshabur et al.).
 
-Both perturb the parameters ``w`` in place (inside :func:`preserved_state`, so
+Both perturb the parameters ``w`` in place (inside :func:`preserve_state`, so
 the model is restored exactly) and compare the training loss ``L`` (sample mean
 of ``loss_fn`` over the batches used, eval mode) at ``w + z`` with ``L(w)``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .._state import preserve_state
 from .._validation import check_param
 from ._data import (
     Batches,
@@ -22,7 +24,14 @@ from ._data import (
     mean_loss,
     trainable_parameters,
 )
-from ._state import preserved_state
+from ._perturb import (
+    flatten,
+    perturbation_std,
+    perturbed_samples,
+    seeded_generator,
+    set_parameters,
+)
+from .registry import MeasureContext, register_measure
 
 __all__ = ["expected_sharpness", "worst_case_sharpness"]
 
@@ -32,28 +41,6 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 # ----------------------------------------------------------------- helpers ---
-def _flat(tensors: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    return torch.cat([t.detach().reshape(-1).to(dtype) for t in tensors])
-
-
-@torch.no_grad()
-def _set_params(
-    params: Sequence[torch.Tensor], base: Sequence[torch.Tensor], delta: torch.Tensor
-) -> None:
-    """Write ``base + delta`` (flat) into ``params`` in place."""
-    i = 0
-    for p, b in zip(params, base):
-        n = p.numel()
-        p.copy_(b + delta[i : i + n].view_as(p).to(p.dtype))
-        i += n
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    return gen
-
-
 def _subspace_matrix(
     n: int, dim: int, seed: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -63,7 +50,7 @@ def _subspace_matrix(
     ``seed`` on ``device``.
     """
     return torch.randn(
-        n, dim, generator=_generator(device, seed), device=device, dtype=dtype
+        n, dim, generator=seeded_generator(device, seed), device=device, dtype=dtype
     )
 
 
@@ -182,12 +169,12 @@ def worst_case_sharpness(
     if subspace_dim is not None:
         check_param(subspace_dim, "subspace_dim", owner, kind="int", low=1)
     batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         device, dtype = params_t[0].device, params_t[0].dtype
-        gen = _generator(device, seed)
+        gen = seeded_generator(device, seed)
         base = [p.detach().clone() for p in params_t]
-        w = _flat(base, dtype)
+        w = flatten(base, dtype)
         loss0 = mean_loss(model, loss_fn, batches)
         if subspace_dim is None:
             a_mat = None
@@ -205,16 +192,16 @@ def worst_case_sharpness(
         best = loss0
         for t in range(n_steps):
             z = y if a_mat is None else a_mat @ y
-            _set_params(params_t, base, z)
+            set_parameters(params_t, base, z)
             loss, grads = loss_and_grad(model, loss_fn, batches, params_t)
             best = max(best, loss)
-            g = _flat(grads, dtype)
+            g = flatten(grads, dtype)
             if a_mat is not None:
                 g = a_mat.T @ g
             alpha = step_size * (n_steps - t) / n_steps
             y = torch.clamp(y + alpha * bound * torch.sign(g), -bound, bound)
         z = y if a_mat is None else a_mat @ y
-        _set_params(params_t, base, z)
+        set_parameters(params_t, base, z)
         best = max(best, mean_loss(model, loss_fn, batches))
     value = 100.0 * (best - loss0) / (1.0 + loss0)
     logger.debug("worst_case_sharpness: L(w)=%g max=%g -> %g%%", loss0, best, value)
@@ -222,55 +209,6 @@ def worst_case_sharpness(
 
 
 # ----------------------------------------------------------------- expected ---
-def _perturbation_std(
-    w: torch.Tensor, sigma: float, magnitude_aware: bool, magnitude_eps: float
-) -> torch.Tensor:
-    """Return the standard deviation of each coordinate of the perturbation.
-
-    Plain: ``sigma`` (variance ``sigma^2``). Magnitude-aware: the variance is
-    ``sigma^2 w_i^2 + eps^2``, so the std is ``sqrt(sigma^2 w_i^2 + eps^2)``.
-    """
-    if magnitude_aware:
-        return torch.sqrt(sigma**2 * w**2 + magnitude_eps**2)
-    return torch.full_like(w, sigma)
-
-
-def _perturbed_samples(
-    model: nn.Module,
-    loss_fn: LossFn,
-    batches: Batches,
-    params_t: List[torch.Tensor],
-    std: torch.Tensor,
-    n_samples: int,
-    antithetic: bool,
-    seed: int,
-    metric: Callable[[], float],
-) -> List[float]:
-    """Return ``metric()`` at ``w + nu`` for ``n_samples`` draws of ``nu``.
-
-    ``nu = std * N(0, I)`` from a generator seeded with ``seed`` (the same draws
-    for the same seed, so a search over ``sigma`` uses common random numbers).
-    With ``antithetic``, each draw also evaluates ``w - nu`` and contributes the
-    mean of the two.
-    """
-    base = [p.detach().clone() for p in params_t]
-    gen = _generator(std.device, seed)
-    out = []
-    for _ in range(n_samples):
-        noise = torch.randn(
-            std.shape, generator=gen, device=std.device, dtype=std.dtype
-        )
-        nu = std * noise
-        _set_params(params_t, base, nu)
-        value = metric()
-        if antithetic:
-            _set_params(params_t, base, -nu)
-            value = 0.5 * (value + metric())
-        out.append(value)
-    _set_params(params_t, base, torch.zeros_like(std))
-    return out
-
-
 def _expected_sharpness(
     model: nn.Module,
     loss_fn: LossFn,
@@ -292,17 +230,14 @@ def _expected_sharpness(
     check_param(n_samples, "n_samples", owner, kind="int", low=1)
     check_param(seed, "seed", owner, kind="int", low=0)
     batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
-    with preserved_state(model):
+    with preserve_state(model, parameters=True):
         model.eval()
         dtype = params_t[0].dtype
         loss0 = mean_loss(model, loss_fn, batches)
-        std = _perturbation_std(
-            _flat(params_t, dtype), sigma, magnitude_aware, magnitude_eps
+        std = perturbation_std(
+            flatten(params_t, dtype), sigma, magnitude_aware, magnitude_eps
         )
-        losses = _perturbed_samples(
-            model,
-            loss_fn,
-            batches,
+        losses = perturbed_samples(
             params_t,
             std,
             n_samples,
@@ -406,3 +341,29 @@ def expected_sharpness(
         max_batches=max_batches,
     )
     return mean
+
+
+@register_measure("sharpness", cost="expensive", option_names=[worst_case_sharpness])
+def _worst_case_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
+    """``sharpness/worst_case``: :func:`worst_case_sharpness` on the training data."""
+    value = worst_case_sharpness(
+        context.model, context.loss_fn, context.train_data, **options
+    )
+    return {"sharpness/worst_case": value}
+
+
+@register_measure(
+    "expected_sharpness", cost="expensive", option_names=[expected_sharpness]
+)
+def _expected_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
+    """``sharpness/expected`` and its Monte Carlo ``sharpness/expected_stderr``."""
+    defaults = inspect.signature(expected_sharpness).parameters
+    kwargs = {
+        k: options.get(k, defaults[k].default)
+        for k in defaults
+        if k not in ("model", "loss_fn", "data")
+    }
+    mean, stderr = _expected_sharpness(
+        context.model, context.loss_fn, context.train_data, **kwargs
+    )
+    return {"sharpness/expected": mean, "sharpness/expected_stderr": stderr}

@@ -1,318 +1,80 @@
-"""Run named measures (and user functions) and flatten them into scalars.
+"""Measures on the training timeline: :func:`compute_measures` and :class:`MeasureSet`.
 
-:func:`compute_measures` is what the monitor calls at a scheduled epoch: it
-turns ``["gap", "hessian", ...]`` into one flat ``{name: float}`` dict for the
-run's scalars table and TensorBoard. :data:`MEASURE_COSTS` tells the monitor
-which measures are expensive, so it can thin them.
+:func:`compute_measures` runs named measures (see :mod:`.registry`) and plain
+functions once and returns one flat ``{name: float}`` dict for the run's
+scalars table and TensorBoard. :class:`MeasureSet` is the part an
+:class:`~ibmonitor.InformationMonitor` composes: the measures of a run with
+their loss, data and schedule, computed at the epochs it picks.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-import re
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
+from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import InvalidParameterError, MonitorWarning
-from ._data import iter_batches, model_device, model_dtype
-from ._state import preserved_rng, preserved_state
-from .generalization import generalization_gap
-from .hessian import hessian_eigenvalues, hessian_trace
-from .norms import norms
-from .pac_bayes import pac_bayes
-from .sharpness import _expected_sharpness, expected_sharpness, worst_case_sharpness
+from ..schedules import PlannedSchedule, make_schedule
+from .registry import Measure, MeasureContext, resolve_measures, scalar_values
 
-__all__ = [
-    "AVAILABLE_MEASURES",
-    "MEASURE_COSTS",
-    "TIMELINE_DEFAULTS",
-    "compute_measures",
-    "measure_cost",
-    "measure_name",
-]
+__all__ = ["MeasureSet", "compute_measures"]
 
 logger = logging.getLogger(__name__)
 
-#: Relative cost class of each named measure. "cheap": at most a pass over the
-#: data (gap) or none (norms); "expensive": tens to hundreds of passes or
-#: Hessian-vector products. The monitor thins the expensive ones.
-MEASURE_COSTS: Dict[str, str] = {
-    "gap": "cheap",
-    "norms": "cheap",
-    "hessian": "expensive",
-    "sharpness": "expensive",
-    "expected_sharpness": "expensive",
-    "pac_bayes": "expensive",
-}
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: Names accepted by :func:`compute_measures`.
-AVAILABLE_MEASURES: Tuple[str, ...] = tuple(MEASURE_COSTS)
-
-#: Options that differ from the functions' own defaults on the timeline (to keep
-#: a recorded epoch cheap); any option passed by the user wins.
-TIMELINE_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    "hessian": {"n_samples": 20},
-}
-
-MeasureSpec = Union[str, Callable[..., Any]]
+#: Without a schedule, a MeasureSet runs its expensive measures on every 4th call.
+EXPENSIVE_EVERY = 4
 
 
-def measure_name(measure: MeasureSpec) -> str:
-    """Return the scalar prefix of a measure: its name, or a function's name."""
-    if isinstance(measure, str):
-        return measure
-    name = getattr(measure, "name", None) or getattr(measure, "__name__", None)
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-/]+", name):
-        name = "custom"
-    return name
-
-
-def measure_cost(measure: MeasureSpec) -> str:
-    """Return ``"cheap"`` or ``"expensive"`` for a measure name or function.
-
-    A user function is cheap unless it has an attribute ``cost = "expensive"``.
-    """
-    if isinstance(measure, str):
-        if measure not in MEASURE_COSTS:
-            raise InvalidParameterError(
-                f"Unknown measure {measure!r}. Available measures: "
-                f"{list(AVAILABLE_MEASURES)}, or a function "
-                "f(model, loss_fn, train_data, test_data) -> dict or float."
-            )
-        return MEASURE_COSTS[measure]
-    cost = getattr(measure, "cost", "cheap")
-    return cost if cost in ("cheap", "expensive") else "cheap"
-
-
-# ---------------------------------------------------------------- adapters ---
-def _split(options: Dict[str, Any], keys: Sequence[str]) -> Dict[str, Any]:
-    return {k: options.pop(k) for k in list(options) if k in keys}
-
-
-def _check_options(name: str, options: Mapping[str, Any], funcs: Sequence[Any]) -> None:
-    allowed = set()
-    for f in funcs:
-        params = inspect.signature(f).parameters
-        allowed |= {
-            p
-            for p, spec in params.items()
-            if spec.kind == spec.KEYWORD_ONLY
-            or (
-                spec.kind == spec.POSITIONAL_OR_KEYWORD
-                and p not in ("model", "loss_fn", "data", "train_data", "test_data")
-            )
-        }
-    allowed |= _EXTRA_OPTIONS.get(name, set())
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidParameterError(
-            f"Unknown option(s) {unknown} for measure {name!r}. Valid options: "
-            f"{sorted(allowed)}."
-        )
-
-
-_EXTRA_OPTIONS = {"hessian": {"trace", "n_samples"}}
-
-
-def _gap(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    if test is None:
-        raise InvalidParameterError("The 'gap' measure needs test_data.")
-    g = generalization_gap(model, loss_fn, train, test, **opts)
-    return {
-        "gap/loss": g.loss_gap,
-        "gap/acc": g.acc_gap,
-        "gap/train_loss": g.train_loss,
-        "gap/test_loss": g.test_loss,
-        "gap/train_acc": g.train_acc,
-        "gap/test_acc": g.test_acc,
-    }
-
-
-def _hessian(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    opts = dict(opts)
-    do_trace = opts.pop("trace", True)
-    trace_opts = _split(opts, ("n_samples",))
-    shared = {
-        k: opts[k]
-        for k in ("params", "per_layer", "seed", "batch_size", "max_batches")
-        if k in opts
-    }
-    eig = hessian_eigenvalues(model, loss_fn, train, **opts)
-    tr = (
-        hessian_trace(model, loss_fn, train, **shared, **trace_opts)
-        if do_trace
-        else None
-    )
-    per_layer = bool(opts.get("per_layer", False))
-    eig_groups = eig if per_layer else {"": eig}
-    tr_groups = (tr if per_layer else {"": tr}) if tr is not None else {}
-    out: Dict[str, float] = {}
-    for group, values in eig_groups.items():
-        prefix = f"hessian/{group}/" if group else "hessian/"
-        out[prefix + "top_eigenvalue"] = values[0]
-        for i, v in enumerate(values[1:], start=2):
-            out[prefix + f"eigenvalue_{i}"] = v
-        if group in tr_groups:
-            out[prefix + "trace"] = tr_groups[group].mean
-            out[prefix + "trace_stderr"] = tr_groups[group].stderr
-    return out
-
-
-def _sharpness(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    return {"sharpness/worst_case": worst_case_sharpness(model, loss_fn, train, **opts)}
-
-
-def _expected(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    defaults = inspect.signature(expected_sharpness).parameters
-    kwargs = {
-        k: opts.get(k, defaults[k].default)
-        for k in defaults
-        if k not in ("model", "loss_fn", "data")
-    }
-    mean, stderr = _expected_sharpness(model, loss_fn, train, **kwargs)
-    return {"sharpness/expected": mean, "sharpness/expected_stderr": stderr}
-
-
-def _pac(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    opts = dict(opts)
-    opts.setdefault("init", init)
-    r = pac_bayes(model, loss_fn, train, **opts)
-    return {
-        "pac_bayes/sigma": r.sigma,
-        "pac_bayes/flatness": r.flatness,
-        "pac_bayes/bound": r.bound,
-        "pac_bayes/kl": r.kl,
-    }
-
-
-def _first_input(model: nn.Module, data: Any) -> Optional[torch.Tensor]:
-    try:
-        with preserved_rng():  # a shuffling DataLoader draws from the global RNG
-            for x, _ in iter_batches(
-                data,
-                device=model_device(model),
-                dtype=model_dtype(model),
-                batch_size=1,
-                max_batches=1,
-                owner="compute_measures",
-            ):
-                return x[:1]
-    except (InvalidParameterError, TypeError, ValueError):
-        return None
-    return None
-
-
-def _norms(model, loss_fn, train, test, init, opts) -> Dict[str, float]:
-    opts = dict(opts)
-    opts.setdefault("init", init)
-    if "input_shape" not in opts and "example_input" not in opts:
-        opts["example_input"] = _first_input(model, train)
-    frame = norms(model, **opts)
-    out: Dict[str, float] = {}
-    for row in frame.to_dict("records"):
-        layer = row["layer"]
-        cols = (
-            ("frobenius", "distance_to_init", "log_spectral_sum", "path", "n_params")
-            if layer == "total"
-            else ("frobenius", "spectral", "spectral_fft", "distance_to_init")
-        )
-        for col in cols:
-            out[f"norms/{layer}/{col}"] = float(row[col])
-    return out
-
-
-_ADAPTERS: Dict[str, Tuple[Callable[..., Dict[str, float]], Tuple[Any, ...]]] = {
-    "gap": (_gap, (generalization_gap,)),
-    "hessian": (_hessian, (hessian_eigenvalues,)),
-    "sharpness": (_sharpness, (worst_case_sharpness,)),
-    "expected_sharpness": (_expected, (expected_sharpness,)),
-    "pac_bayes": (_pac, (pac_bayes,)),
-    "norms": (_norms, (norms,)),
-}
-
-
-def _run_callable(
-    f: Callable[..., Any], name: str, model, loss_fn, train, test
+def _run(
+    pairs: Sequence[Tuple[Measure, Dict[str, Any]]],
+    context: MeasureContext,
+    *,
+    on_error: str,
+    epoch: Optional[int] = None,
+    errors: Optional[List[Tuple[str, BaseException]]] = None,
 ) -> Dict[str, float]:
-    with preserved_state(model):
-        value = f(model, loss_fn, train, test)
-    if isinstance(value, Mapping):
-        return {f"{name}/{k}": float(v) for k, v in value.items()}
-    try:
-        return {name: float(value)}
-    except (TypeError, ValueError):
-        raise InvalidParameterError(
-            f"Measure function {name!r} must return a float or a dict of floats. "
-            f"Got {type(value).__name__} instead."
-        ) from None
-
-
-def _normalize(
-    measures: Any, options: Optional[Mapping[str, Mapping[str, Any]]]
-) -> List[Tuple[str, MeasureSpec, Dict[str, Any]]]:
-    """Return ``(name, spec, options)`` triples."""
-    options = dict(options or {})
-    items: List[Tuple[str, MeasureSpec, Dict[str, Any]]] = []
-    if isinstance(measures, (str,)) or callable(measures):
-        measures = [measures]
-    if isinstance(measures, Mapping):
-        for key, value in measures.items():
-            if callable(value):
-                items.append((str(key), value, {}))
-            else:
-                items.append((str(key), str(key), dict(value or {})))
-    else:
-        for m in measures:
-            if isinstance(m, str) or callable(m):
-                items.append((measure_name(m), m, {}))
-            else:
-                raise InvalidParameterError(
-                    "Each measure must be a name from "
-                    f"{list(AVAILABLE_MEASURES)} or a function "
-                    "f(model, loss_fn, train_data, test_data). Got "
-                    f"{type(m).__name__} instead."
-                )
-    out = []
-    seen = set()
-    for name, spec, opts in items:
-        if isinstance(spec, str):
-            measure_cost(spec)  # raises for an unknown name
-        if name in seen:
-            raise InvalidParameterError(f"Measure {name!r} is listed twice.")
-        seen.add(name)
-        merged = dict(TIMELINE_DEFAULTS.get(name, {})) if isinstance(spec, str) else {}
-        merged.update(opts)
-        merged.update(dict(options.pop(name, {}) or {}))
-        if isinstance(spec, str):
-            _check_options(name, merged, _ADAPTERS[spec][1])
-        elif merged:
-            raise InvalidParameterError(
-                f"Options were given for the measure function {name!r}; bind them "
-                "with functools.partial instead."
+    """Run each measure; merge their float values (NaN and non-numbers left out)."""
+    result: Dict[str, float] = {}
+    for measure, opts in pairs:
+        start = time.perf_counter()
+        try:
+            values = scalar_values(measure(context, **opts), owner=measure.name)
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            when = "" if epoch is None else f" at epoch {epoch}"
+            warnings.warn(
+                f"Measure {measure.name!r} failed{when} and is left out: "
+                f"{type(exc).__name__}: {exc}",
+                MonitorWarning,
+                stacklevel=3,
             )
-        out.append((name, spec, merged))
-    if options:
-        raise InvalidParameterError(
-            f"Options were given for measures that are not computed: "
-            f"{sorted(options)}. Computed measures: {[n for n, _, _ in out]}."
+            logger.warning("measure %r failed%s", measure.name, when, exc_info=True)
+            if errors is not None:
+                errors.append((measure.name, exc))
+            continue
+        result.update(values)
+        logger.debug(
+            "measure %r took %.3f s", measure.name, time.perf_counter() - start
         )
-    return out
+    return result
 
 
 def compute_measures(
-    measures: Union[MeasureSpec, Sequence[MeasureSpec], Mapping[str, Any]],
+    measures: Any,
     model: nn.Module,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     train_data: Any,
     test_data: Any = None,
-    init_state: Union[Mapping[str, torch.Tensor], nn.Module, None] = None,
+    init_state: Any = None,
     *,
     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     on_error: str = "raise",
@@ -321,10 +83,11 @@ def compute_measures(
 
     Parameters
     ----------
-    measures : str, callable, sequence of them, or dict
-        Names from :data:`AVAILABLE_MEASURES` and/or functions
-        ``f(model, loss_fn, train_data, test_data) -> float or dict``. A dict
-        maps a name to its options (``{"hessian": {"k": 3}}``) or to a function.
+    measures : str, callable, Measure, sequence of them, or dict
+        Names from :func:`~ibmonitor.measures.available_measures` and/or
+        functions ``f(model, loss_fn, train_data, test_data) -> float or
+        dict``. A dict maps a name to its options (``{"hessian": {"k": 3}}``)
+        or to a function.
     model : Module
     loss_fn : callable
         ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
@@ -363,13 +126,21 @@ def compute_measures(
         ``norms/total/path``, ``norms/total/n_params``. A function ``f``:
         ``<f.__name__>`` for a float, ``<f.__name__>/<key>`` for a dict. NaN
         values (accuracy of a regression model, a distance without
-        ``init_state``) are left out.
+        ``init_state``) and non-numeric values are left out.
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown measure or option, a measure listed twice, options for a
+        measure not listed; with ``on_error="raise"``, whatever a measure
+        raises.
 
     Notes
     -----
     Every measure leaves the model exactly as found (user functions too: they
-    run inside :func:`preserved_state`). Cost classes: :data:`MEASURE_COSTS`;
-    measured costs: the README section on measures.
+    run inside :func:`~ibmonitor.measures.preserve_state` with
+    ``parameters=True``). Cost classes: :func:`~ibmonitor.measures.measure_cost`;
+    measured costs: docs/measures.md.
 
     Examples
     --------
@@ -388,31 +159,282 @@ def compute_measures(
         kind="option",
         options=("raise", "warn"),
     )
-    result: Dict[str, float] = {}
-    for name, spec, opts in _normalize(measures, options):
-        start = time.perf_counter()
-        try:
-            if isinstance(spec, str):
-                values = _ADAPTERS[spec][0](
-                    model, loss_fn, train_data, test_data, init_state, opts
-                )
-            else:
-                values = _run_callable(
-                    spec, name, model, loss_fn, train_data, test_data
-                )
-        except Exception as exc:
-            if on_error == "raise":
-                raise
-            warnings.warn(
-                f"Measure {name!r} failed and is left out: {type(exc).__name__}: {exc}",
-                MonitorWarning,
-                stacklevel=2,
+    pairs = resolve_measures(measures, options)
+    context = MeasureContext(model, loss_fn, train_data, test_data, init_state)
+    return _run(pairs, context, on_error=on_error)
+
+
+# ---------------------------------------------------------------- MeasureSet ---
+def _describe(value: Any) -> Any:
+    """Describe an option, schedule or measure argument in JSON-ready terms."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return f"Tensor(shape={list(value.shape)})"
+    if isinstance(value, Mapping):
+        return {str(k): _describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, nn.Module):
+        return type(value).__name__
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    try:
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class MeasureSet:
+    """The measures of a monitored run, with their loss, data and schedule.
+
+    Parameters
+    ----------
+    measures : str, callable, Measure, sequence of them, or dict
+        As in :func:`compute_measures`: registry names (``"gap"``,
+        ``"norms"``, ``"hessian"``, ``"sharpness"``, ``"expected_sharpness"``,
+        ``"pac_bayes"``, or one added with
+        :func:`~ibmonitor.measures.register_measure`), plain functions
+        ``f(model, loss_fn, train_data, test_data) -> float or dict``, or a dict
+        ``{name: options}`` (``{name: function}`` names a function).
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    train_data : tuple (inputs, targets) or iterable of batches
+        Training data of the measures.
+    test_data : tuple (inputs, targets) or iterable of batches, optional
+        Held-out data; required by ``"gap"``.
+    schedule : same as the monitor's ``schedule``, optional
+        When to measure (see :func:`ibmonitor.schedules.make_schedule`); then
+        every measure runs at each scheduled epoch. Default: at the epochs the
+        information is recorded, expensive measures thinned (below).
+    expensive_every : int, default=4
+        Without a schedule, expensive measures run on the 1st call of
+        :meth:`compute`, then on every ``expensive_every``-th, and on the last
+        (``last=True``); cheap ones on every call.
+
+    Attributes
+    ----------
+    names : list of str
+        The measures, in the order given.
+    last_errors : list of (str, Exception)
+        The measures that failed in the last :meth:`compute` (``strict=False``).
+
+    Raises
+    ------
+    InvalidParameterError
+        No measures, an unknown measure or option, a missing ``loss_fn`` or
+        ``train_data``, ``test_data`` missing for a measure that needs it, a
+        bad ``schedule`` or ``expensive_every``.
+
+    Notes
+    -----
+    Events: :meth:`bind` once before training (validates the model, takes the
+    initial parameters that ``norms`` and ``pac_bayes`` compare with, plans the
+    schedule); :meth:`due` at each epoch end; :meth:`compute` when due.
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    >>> x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    >>> ms = MeasureSet(["gap", "norms"], loss_fn=torch.nn.CrossEntropyLoss(),
+    ...                 train_data=(x, y), test_data=(x, y))
+    >>> ms.bind(model, total_epochs=10)
+    >>> ms.due(0, recorded=True), ms.due(1, recorded=False)
+    (True, False)
+    >>> ms.compute(model, 0)["gap/loss"]
+    0.0
+    """
+
+    def __init__(
+        self,
+        measures: Any,
+        *,
+        loss_fn: Optional[LossFn],
+        train_data: Any,
+        test_data: Any = None,
+        schedule: Any = None,
+        expensive_every: int = EXPENSIVE_EVERY,
+    ) -> None:
+        owner = "MeasureSet"
+        self._pairs = [] if measures is None else resolve_measures(measures)
+        if not self._pairs:
+            raise InvalidParameterError(
+                f"No measures: the 'measures' parameter of {owner} is empty. Pass "
+                "names such as ['gap', 'norms'] or functions."
             )
-            logger.warning("measure %r failed", name, exc_info=True)
-            continue
-        for key, value in values.items():
-            value = float(value)
-            if not math.isnan(value):
-                result[key] = value
-        logger.debug("measure %r took %.3f s", name, time.perf_counter() - start)
-    return result
+        if loss_fn is None or not callable(loss_fn):
+            raise InvalidParameterError(
+                f"The 'loss_fn' parameter of {owner} must be a function "
+                "loss_fn(output, target) -> scalar tensor; the measures evaluate "
+                f"it. Got {type(loss_fn).__name__} instead."
+            )
+        if train_data is None:
+            raise InvalidParameterError(
+                f"The 'train_data' parameter of {owner} is required: a pair "
+                "(inputs, targets) or a DataLoader of the training data."
+            )
+        given = {"loss_fn": loss_fn, "train_data": train_data, "test_data": test_data}
+        for field_name, value in given.items():
+            needing = [m.name for m, _ in self._pairs if field_name in m.requires]
+            if value is None and needing:
+                raise InvalidParameterError(
+                    f"The {needing} measure(s) of {owner} need the '{field_name}' "
+                    "parameter, which is None."
+                )
+        check_param(expensive_every, "expensive_every", owner, kind="int", low=1)
+        self.loss_fn = loss_fn
+        self.train_data = train_data
+        self.test_data = test_data
+        self.expensive_every = int(expensive_every)
+        self._schedule_spec = schedule
+        self._schedule: Optional[PlannedSchedule] = (
+            None if schedule is None else make_schedule(schedule)  # validates it
+        )
+        self._init: Optional[Dict[str, torch.Tensor]] = None
+        self._bound = False
+        self._n_calls = 0
+        self.last_errors: List[Tuple[str, BaseException]] = []
+
+    # ------------------------------------------------------------ properties
+    @property
+    def names(self) -> List[str]:
+        """The measures' names, in the order given."""
+        return [m.name for m, _ in self._pairs]
+
+    @property
+    def schedule(self) -> Optional[PlannedSchedule]:
+        """The measure schedule (planned by :meth:`bind`), or None."""
+        return self._schedule
+
+    @property
+    def init_state(self) -> Optional[Dict[str, torch.Tensor]]:
+        """The state dict taken by :meth:`bind` (None before)."""
+        return self._init
+
+    # ----------------------------------------------------------------- events
+    def bind(self, model: nn.Module, total_epochs: Optional[int] = None) -> None:
+        """Attach to ``model`` before training.
+
+        Takes a copy of ``model.state_dict()`` (the initial parameters of
+        ``norms`` and ``pac_bayes``), plans the schedule over ``total_epochs``
+        and restarts the count of :meth:`compute` calls.
+
+        Parameters
+        ----------
+        model : Module
+        total_epochs : int, optional
+            Number of epochs of the run, when known.
+
+        Raises
+        ------
+        InvalidParameterError
+            ``model`` is not a Module or ``total_epochs`` not a positive int.
+        """
+        if not isinstance(model, nn.Module):
+            raise InvalidParameterError(
+                "The 'model' parameter of MeasureSet.bind must be a torch.nn.Module. "
+                f"Got {type(model).__name__} instead."
+            )
+        if self._schedule_spec is not None:
+            self._schedule = make_schedule(self._schedule_spec, total_epochs)
+        elif total_epochs is not None:
+            check_param(
+                total_epochs, "total_epochs", "MeasureSet.bind", kind="int", low=1
+            )
+        self._init = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._bound = True
+        self._n_calls = 0
+
+    def due(self, epoch: int, recorded: bool) -> bool:
+        """Whether to measure at ``epoch``.
+
+        ``schedule(epoch)`` when a schedule was given, else ``recorded``
+        (whether the information schedule picked the epoch).
+        """
+        if self._schedule is not None:
+            return bool(self._schedule(epoch))
+        return bool(recorded)
+
+    def compute(
+        self,
+        model: nn.Module,
+        epoch: int,
+        *,
+        strict: bool = False,
+        last: bool = False,
+    ) -> Dict[str, float]:
+        """Compute the measures due at this call; return flat float scalars.
+
+        Without a schedule, cheap measures run on every call and expensive ones
+        on the 1st, every ``expensive_every``-th and the ``last`` call; with a
+        schedule every measure runs on every call. The model is left exactly
+        as found.
+
+        Parameters
+        ----------
+        model : Module
+            The model given to :meth:`bind`.
+        epoch : int
+            The epoch, for messages.
+        strict : bool, default=False
+            Raise a measure's error; else warn (:class:`MonitorWarning` naming
+            the measure and the epoch), leave it out and keep the others.
+        last : bool, default=False
+            The last epoch of the run: run the expensive measures too.
+
+        Returns
+        -------
+        scalars : dict of str to float
+            See :func:`compute_measures`; NaN and non-numeric values left out.
+
+        Raises
+        ------
+        RuntimeError
+            Called before :meth:`bind`.
+        """
+        if not self._bound:
+            raise RuntimeError(
+                "MeasureSet.compute was called before MeasureSet.bind(model); bind "
+                "it before training so the initial parameters are known."
+            )
+        thin = self._schedule is None
+        expensive = (not thin) or last or self._n_calls % self.expensive_every == 0
+        self._n_calls += 1
+        pairs = [(m, o) for m, o in self._pairs if expensive or m.cost != "expensive"]
+        self.last_errors = []
+        context = MeasureContext(
+            model, self.loss_fn, self.train_data, self.test_data, self._init
+        )
+        with preserve_state(model):
+            return _run(
+                pairs,
+                context,
+                on_error="raise" if strict else "warn",
+                epoch=epoch,
+                errors=self.last_errors,
+            )
+
+    def describe(self) -> Dict[str, Any]:
+        """Return a JSON-ready description (for ``run.json``).
+
+        Keys: ``names``, ``options`` (per measure, with defaults), ``costs``,
+        ``schedule`` (the schedule's config and ``spec``, or None) and
+        ``expensive_every``.
+        """
+        schedule = None
+        if self._schedule is not None:
+            schedule = {
+                **self._schedule.config,
+                "spec": _describe(self._schedule_spec),
+            }
+        return {
+            "names": self.names,
+            "options": {m.name: _describe(o) for m, o in self._pairs},
+            "costs": {m.name: m.cost for m, _ in self._pairs},
+            "schedule": schedule,
+            "expensive_every": self.expensive_every,
+        }
+
+    def __repr__(self) -> str:
+        return f"MeasureSet({self.names!r}, expensive_every={self.expensive_every})"

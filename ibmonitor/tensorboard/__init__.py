@@ -1,8 +1,8 @@
 """TensorBoard for ibmonitor: summaries, the Information Plane plugin, a launcher.
 
 - :class:`~ibmonitor.tensorboard.writer.TensorBoardWriter` writes what the
-  monitor records (scalars, activation histograms, saturation, information-plane
-  images and the plugin's tensors) into a run directory.
+  monitor records (scalars, saturation among them, activation histograms,
+  information-plane images and the plugin's tensors) into a run directory.
 - :class:`~ibmonitor.tensorboard.plugin.InformationPlanePlugin` is the dynamic
   TensorBoard plugin ``ibmonitor`` (tab "Information Plane"), found by
   TensorBoard through the ``tensorboard_plugins`` entry point.
@@ -21,13 +21,11 @@ __all__ = [
     "InformationPlanePlugin",
     "TensorBoardWriter",
     "information_plane_png",
-    "saturated_fraction",
 ]
 
 _LAZY = {
     "TensorBoardWriter": "ibmonitor.tensorboard.writer",
     "information_plane_png": "ibmonitor.tensorboard.writer",
-    "saturated_fraction": "ibmonitor.tensorboard.writer",
     "InformationPlanePlugin": "ibmonitor.tensorboard.plugin",
 }
 

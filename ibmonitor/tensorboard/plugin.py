@@ -13,15 +13,22 @@ Routes (under ``/data/plugin/ibmonitor``)
     for every run with information-plane data, sorted by run name.
 ``/information?run=R[&estimator=E][&probe=P]``
     ``{"run": R, "series": [{"probe", "estimator", "layer", "layer_index",
-    "epochs", "i_xt", "i_ty"}]}``, one series per layer in model order; values
-    in bits, non-finite values as ``null``.
+    "epochs", "i_xt", "i_ty"}], "log_epochs": bool, "x_title": ...,
+    "y_title": ...}``, one series per layer in model order; values in bits,
+    non-finite values as ``null``. ``log_epochs`` says whether to colour the
+    epochs on a log scale (:func:`ibmonitor.schema.epochs_look_log` on the
+    recorded epochs, as the plotly figures and the TensorBoard images decide
+    without a schedule); the titles are :data:`ibmonitor.schema.X_TITLE` and
+    :data:`~ibmonitor.schema.Y_TITLE`.
 ``/scalars?run=R``
-    ``{"run": R, "panels": {"loss": {tag: {"epochs", "values"}}, "accuracy": ...,
-    "sharpness": ..., "saturation": ...}}``: train and test loss and accuracy
-    with the generalization gap (``train_loss``, ``test_loss``, ``gap/loss``,
-    ...; the gap measure's own ``gap/train_loss``... where the plain ones are
-    missing), sharpness (``sharpness/*``, ``hessian/*``, ``pac_bayes/*``) and
-    saturation (``saturation/*``) scalars of the run.
+    ``{"run": R, "panels": {"Loss": {tag: {"epochs", "values"}}, "Accuracy":
+    ..., "Sharpness": ..., "Norms": ..., "Saturation": ..., "Other": ...}}``:
+    every scalar of the run except the information scalars
+    (``information/*``), in the panels of :func:`ibmonitor.schema.scalar_panel`
+    (keys: :data:`ibmonitor.schema.PANELS`, in order; a panel without data is
+    ``{}``), the same panels as the plotly dashboard and the custom-scalars
+    layout. The gap measure's copies (``gap/train_loss``, ...) are left out
+    where the plain ``train_loss``... exist.
 ``/static/index.js``, ``/static/plotly.min.js``
     The front end, and plotly.js from the installed plotly package (nothing is
     loaded from a CDN).
@@ -38,7 +45,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +55,16 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from ..schema import (
+    DEFAULT_PROBE,
+    PANELS,
+    X_TITLE,
+    Y_TITLE,
+    epochs_look_log,
+    probe_prefix,
+    scalar_panel,
+)
+
 __all__ = ["PLUGIN_NAME", "InformationPlanePlugin"]
 
 logger = logging.getLogger(__name__)
@@ -58,12 +74,9 @@ TAB_NAME = "Information Plane"
 _STATIC = Path(__file__).resolve().parent / "static"
 # Without a --samples_per_plugin hint, keep this many points per time series.
 _DEFAULT_DOWNSAMPLING = 100_000
-_PANELS = {
-    "loss": re.compile(r"^((gap/)?(train|test)_loss|gap/loss)$"),
-    "accuracy": re.compile(r"^((gap/)?(train|test)_acc|gap/acc)$"),
-    "sharpness": re.compile(r"^(sharpness|hessian|pac_bayes|expected_sharpness)/.+"),
-    "saturation": re.compile(r"^saturation/.+"),
-}
+#: Scalars of the information plane itself (written by the writer as
+#: ``information/[<probe>/]<estimator>/<layer>/I_XT``): not a panel's.
+_INFORMATION_PREFIX = probe_prefix("information", DEFAULT_PROBE)
 _PANEL_ORDER = ("train", "test", "gap/train", "gap/test", "gap/")
 
 
@@ -188,7 +201,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                     "estimators": sorted({info["estimator"] for info in meta}),
                     "probes": sorted(
                         {info["probe"] for info in meta},
-                        key=lambda probe: (probe != "default", probe),
+                        key=lambda probe: (probe != DEFAULT_PROBE, probe),
                     ),
                     "layers": list(dict.fromkeys(name for _, name in layers)),
                     "max_step": max(ts.max_step for _, ts in series.values()),
@@ -240,28 +253,34 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         series.sort(
             key=lambda s: (s["probe"], s["estimator"], s["layer_index"], s["layer"])
         )
-        return {"run": run, "series": series}
+        epochs = [e for s in series for e in s["epochs"]]
+        return {
+            "run": run,
+            "series": series,
+            "log_epochs": epochs_look_log(epochs),
+            "x_title": X_TITLE,
+            "y_title": Y_TITLE,
+        }
 
     def scalars_impl(self, ctx: Any, *, experiment: str, run: str) -> dict:
-        """Gap, sharpness and saturation scalars of one run (body of ``/scalars``)."""
+        """Sort the run's scalars into the schema's panels (body of ``/scalars``)."""
         listing = self._data_provider.list_scalars(
             ctx,
             experiment_id=experiment,
             plugin_name="scalars",
             run_tag_filter=provider.RunTagFilter(runs=[run]),
         ).get(run, {})
-        panel_of = {}
-        for tag in listing:
-            for panel, pattern in _PANELS.items():
-                if pattern.match(tag):
-                    panel_of[tag] = panel
-                    break
+        panel_of = {
+            tag: scalar_panel(tag).panel
+            for tag in listing
+            if not tag.startswith(_INFORMATION_PREFIX)
+        }
         # The gap measure repeats the train and test values; show its copies only
         # when the run has no plain train_loss / test_loss (... _acc) scalars.
         for tag in list(panel_of):
             if tag.startswith("gap/") and tag[len("gap/") :] in panel_of:
                 del panel_of[tag]
-        panels: dict = {name: {} for name in _PANELS}
+        panels: dict = {name: {} for name in PANELS}
         if panel_of:
             data = self._data_provider.read_scalars(
                 ctx,
@@ -320,7 +339,9 @@ def _parse_content(tag: str, content: bytes) -> Optional[dict]:
     parts = tag.split("/")
     layer = info.get("layer") or (parts[-1] if parts else tag)
     return {
-        "probe": str(info.get("probe") or (parts[1] if len(parts) > 3 else "default")),
+        "probe": str(
+            info.get("probe") or (parts[1] if len(parts) > 3 else DEFAULT_PROBE)
+        ),
         "estimator": str(
             info.get("estimator") or (parts[-2] if len(parts) > 2 else "")
         ),

@@ -13,18 +13,28 @@ the Information Plane plugin      ``ibmonitor/<p>/<estimator>/<layer>``: a float
                                   tensor ``[i_xt, i_ty]`` per recorded epoch,
                                   plugin ``ibmonitor``, ``DATA_CLASS_TENSOR``
 measures and keyword scalars      their own names (``gap/loss``,
-                                  ``sharpness/worst_case``, ``train_loss``, ...)
+                                  ``sharpness/worst_case``, ``train_loss``,
+                                  ``saturation/<p>/<layer>``, ...)
 activations (histograms)          ``activations/<p>/<layer>``
-saturated fraction (scalars)      ``saturation/<p>/<layer>`` (tanh and sigmoid)
 information-plane images (PNG)    ``information_plane/<p>/<estimator>``
 custom-scalars layout             ``custom_scalars__config__`` (kept up to date as
                                   new tags appear)
 ================================  =================================================
 
+The writer is a sink: it computes nothing. The saturated fraction of a tanh or
+sigmoid layer (:func:`ibmonitor.activations.saturated_fraction`) is computed
+once by the monitor and arrives, like every measure, through
+:meth:`TensorBoardWriter.write_scalars` under
+:func:`ibmonitor.schema.saturation_name`. The custom-scalars layout sorts the
+scalars into the panels of :func:`ibmonitor.schema.scalar_panel`, the same
+panels as the plotly dashboard, the HTML report and the Information Plane tab.
+
 The step of every summary is the epoch. Images are drawn with matplotlib's Agg
-renderer (no display and no browser needed at training time). Everything heavy
-(tensorboard, matplotlib) is imported when a writer is created, not when
-:mod:`ibmonitor` is imported.
+renderer (no display and no browser needed at training time), with the axis
+titles and the log-or-linear epoch colours of :mod:`ibmonitor.plotting`
+(:data:`ibmonitor.schema.X_TITLE`, :func:`ibmonitor.schema.use_log_epochs`).
+Everything heavy (tensorboard, matplotlib) is imported when a writer is
+created, not when :mod:`ibmonitor` is imported.
 """
 
 from __future__ import annotations
@@ -41,11 +51,23 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from ..schema import (
+    DEFAULT_PROBE,
+    PANELS,
+    X_TITLE,
+    Y_TITLE,
+    plane_rows,
+    probe_prefix,
+    scalar_panel,
+    to_wide,
+    use_log_epochs,
+)
+
 __all__ = [
     "PLUGIN_NAME",
     "TensorBoardWriter",
     "information_plane_png",
-    "saturated_fraction",
+    "plugin_tag",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,69 +76,6 @@ logger = logging.getLogger(__name__)
 PLUGIN_NAME = "ibmonitor"
 #: Version of the JSON stored in the plugin's summary metadata.
 PLUGIN_DATA_VERSION = 1
-DEFAULT_PROBE = "default"
-
-# Bounds of the saturating activations: a unit is saturated when its value lies
-# within 1% of the activation's bound (|t| >= 0.99 for tanh; t <= 0.01 or
-# t >= 0.99 for sigmoid).
-_SATURATION_BOUNDS = {
-    "tanh": (-1.0, 1.0),
-    "hardtanh": (-1.0, 1.0),
-    "softsign": (-1.0, 1.0),
-    "sigmoid": (0.0, 1.0),
-    "logistic": (0.0, 1.0),
-    "hardsigmoid": (0.0, 1.0),
-}
-_GAP_PLAIN = ("train_loss", "test_loss", "train_acc", "test_acc")
-_SHARPNESS_PREFIXES = ("sharpness/", "hessian/", "pac_bayes/", "expected_sharpness/")
-
-
-def saturated_fraction(
-    t: Any, kind: Optional[str], *, tolerance: float = 0.01
-) -> Optional[float]:
-    """Return the fraction of activations within ``tolerance`` of their bounds.
-
-    Saxe et al. (2018) tie the compression phase of tanh networks to saturation:
-    the share of units pushed against the bounds of their nonlinearity.
-
-    Parameters
-    ----------
-    t : array-like or Tensor of shape (n_samples, n_units)
-        Activations of one layer (any shape; every value counts).
-    kind : str or None
-        The layer's activation: ``"tanh"`` (bounds -1 and 1, also ``"hardtanh"``
-        and ``"softsign"``) or ``"sigmoid"`` (bounds 0 and 1, also
-        ``"logistic"`` and ``"hardsigmoid"``); case is ignored.
-    tolerance : float, default=0.01
-        Distance from a bound, as a fraction of the largest absolute bound, under
-        which a value counts as saturated (1%).
-
-    Returns
-    -------
-    fraction : float or None
-        Saturated share of the finite values, in [0, 1]; None when ``kind`` has
-        no bounds (ReLU, linear, unknown, None) or ``t`` has no finite value.
-
-    Examples
-    --------
-    >>> saturated_fraction([[0.995, 0.2], [-0.999, 0.5]], "tanh")
-    0.5
-    >>> saturated_fraction([0.005, 0.5, 0.999, 0.7], "Sigmoid")
-    0.5
-    >>> saturated_fraction([0.5], "relu") is None
-    True
-    """
-    bounds = _SATURATION_BOUNDS.get(str(kind).lower()) if kind is not None else None
-    if bounds is None:
-        return None
-    values = _to_numpy(t).astype(np.float64, copy=False).ravel()
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None
-    low, high = bounds
-    margin = tolerance * max(abs(low), abs(high))
-    saturated = (values <= low + margin) | (values >= high - margin)
-    return float(np.mean(saturated))
 
 
 def information_plane_png(
@@ -127,6 +86,8 @@ def information_plane_png(
     epoch: Optional[int] = None,
     title: Optional[str] = None,
     dpi: int = 100,
+    log_epochs: Union[str, bool] = "auto",
+    config: Optional[Mapping[str, Any]] = None,
 ) -> bytes:
     """Draw the information plane of one estimator as a PNG, without a browser.
 
@@ -135,24 +96,38 @@ def information_plane_png(
 
     Parameters
     ----------
-    frame : pandas.DataFrame
-        Wide information table (``Run.information``): columns ``epoch``,
-        ``layer``, ``estimator``, ``i_xt``, ``i_ty`` and optionally ``probe``.
+    frame : pandas.DataFrame or list of dict
+        Information table, wide (``Run.information``: ``epoch``, ``layer``,
+        ``estimator``, ``i_xt``, ``i_ty``, optional ``probe``) or long (as
+        stored); read with :func:`ibmonitor.schema.to_wide`.
     estimator : str, optional
         Estimator to draw; defaults to the first one in ``frame``.
     probe : str, optional
-        Probe set to draw; defaults to ``"default"`` or the first one present.
+        Probe set to draw; defaults to ``"default"`` or the first one present
+        (:func:`ibmonitor.schema.plane_rows`, as the plotly figures choose).
     epoch : int, optional
         Draw the trajectories up to this epoch and mark it; defaults to the last.
     title : str, optional
         Figure title; a default names the estimator and the epoch.
     dpi : int, default=100
         Resolution of the 6.4 x 4.8 inch figure.
+    log_epochs : {"auto", True, False}, default="auto"
+        Colour epochs on a log scale; ``"auto"`` follows the run's schedule in
+        ``config``, else the spacing of the epochs drawn, as
+        :func:`ibmonitor.plotting.information_plane` decides
+        (:func:`ibmonitor.schema.use_log_epochs`).
+    config : dict, optional
+        The run's ``run.json`` (its ``schedule``).
 
     Returns
     -------
     png : bytes
         The encoded image. Axes are in bits; points are coloured by epoch.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``frame`` lacks ``epoch``, ``layer``, ``i_xt`` or ``i_ty``.
     """
     from matplotlib import colors
     from matplotlib.figure import Figure
@@ -165,7 +140,7 @@ def information_plane_png(
     epochs = data["epoch"].to_numpy(dtype=float)
     if epochs.size:
         low, high = float(epochs.min()), float(epochs.max())
-        if _log_spaced(epochs):
+        if use_log_epochs([config] if config else [], epochs, log_epochs):
             norm: Any = colors.FuncNorm(
                 (np.log1p, np.expm1), vmin=max(low, 0.0), vmax=max(high, low + 1)
             )
@@ -208,8 +183,8 @@ def information_plane_png(
                 bar.set_ticks(ticks, labels=[str(tick) for tick in ticks])
     else:
         ax.text(0.5, 0.5, "no data yet", ha="center", va="center")
-    ax.set_xlabel("I(X;T) [bits]")
-    ax.set_ylabel("I(T;Y) [bits]")
+    ax.set_xlabel(X_TITLE)
+    ax.set_ylabel(Y_TITLE)
     ax.grid(True, linewidth=0.3, alpha=0.5)
     if title is None:
         name = data.attrs.get("estimator", estimator) or ""
@@ -239,14 +214,20 @@ class TensorBoardWriter:
     auto_layout : bool, default=True
         Keep a custom-scalars layout up to date: it is rewritten whenever a
         new layer, estimator, probe or scalar name appears, grouping the
-        information, generalization, sharpness, norm and saturation scalars.
+        information scalars per estimator and the other scalars in the panels
+        of :func:`ibmonitor.schema.scalar_panel`.
     image_dpi : int, default=100
         Resolution of the information-plane images.
+    config : dict, optional
+        The run's ``run.json``; its ``schedule`` decides whether the images
+        colour epochs on a log scale (else the spacing of the recorded epochs,
+        as in :mod:`ibmonitor.plotting`).
 
     Notes
     -----
     Events handled (the monitor calls them): :meth:`write_information` for each
-    recorded epoch, :meth:`write_scalars` for measures and keyword scalars,
+    recorded epoch, :meth:`write_scalars` for measures, keyword scalars and
+    the saturated fractions (``saturation/<layer>``, computed by the monitor),
     :meth:`write_activations` per layer when activations are recorded,
     :meth:`write_plane_image` after the information of an epoch is known,
     :meth:`write_layout` once the layers are known, then :meth:`close`.
@@ -260,6 +241,7 @@ class TensorBoardWriter:
         flush_secs: float = 10,
         auto_layout: bool = True,
         image_dpi: int = 100,
+        config: Optional[Mapping[str, Any]] = None,
     ) -> None:
         from tensorboard.compat.proto import summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
@@ -271,6 +253,7 @@ class TensorBoardWriter:
         )
         self.auto_layout = auto_layout
         self.image_dpi = int(image_dpi)
+        self.config = dict(config) if config else None
         self._lock = threading.Lock()
         self._closed = False
         # What the layout groups; ordered as first seen.
@@ -278,7 +261,6 @@ class TensorBoardWriter:
         self._estimators: dict[str, None] = {}
         self._probes: dict[str, None] = {}
         self._scalar_names: dict[str, None] = {}
-        self._saturation_tags: dict[str, None] = {}
         self._layout_written: Optional[tuple] = None
 
     # ------------------------------------------------------------------ events
@@ -307,7 +289,7 @@ class TensorBoardWriter:
             index = self._layers.setdefault(layer, len(self._layers))
             self._estimators.setdefault(estimator, None)
             self._probes.setdefault(probe, None)
-            base = _prefix("information", probe) + f"{estimator}/{layer}"
+            base = probe_prefix("information", probe) + f"{estimator}/{layer}"
             summary.value.add(tag=f"{base}/I_XT", simple_value=i_xt)
             summary.value.add(tag=f"{base}/I_TY", simple_value=i_ty)
             content = {
@@ -342,6 +324,8 @@ class TensorBoardWriter:
     def write_scalars(self, epoch: int, values: Mapping[str, Any]) -> None:
         """Write named scalars (measures such as ``gap/loss``, keyword scalars).
 
+        The saturated fractions computed by the monitor arrive here too
+        (``saturation/<layer>``, see :func:`ibmonitor.schema.saturation_name`).
         Values that are not real numbers (None, strings) are skipped.
 
         Parameters
@@ -368,12 +352,15 @@ class TensorBoardWriter:
         epoch: int,
         layer: str,
         t: Any,
-        kind: Optional[str] = None,
         *,
         probe: str = DEFAULT_PROBE,
         bins: int = 30,
-    ) -> Optional[float]:
-        """Write a layer's activation histogram and, if it saturates, its fraction.
+    ) -> None:
+        """Write a layer's activation histogram.
+
+        Only the histogram: the saturated fraction is computed by the monitor
+        (:func:`ibmonitor.activations.saturated_fraction`) and written through
+        :meth:`write_scalars` like every other scalar.
 
         Parameters
         ----------
@@ -383,45 +370,27 @@ class TensorBoardWriter:
             Layer name.
         t : ndarray or Tensor of shape (n_samples, n_units)
             The layer's activations on the probe set.
-        kind : str, optional
-            Activation of the layer (``"tanh"``, ``"sigmoid"``, ``"relu"``, ...);
-            ``saturation/<layer>`` is written for tanh- and sigmoid-like layers
-            (see :func:`saturated_fraction`).
         probe : str, default="default"
-            Probe set of the activations; named in the tags when not default.
+            Probe set of the activations; named in the tag when not default.
         bins : int, default=30
             Equal-width histogram buckets between the smallest and largest value.
-
-        Returns
-        -------
-        fraction : float or None
-            The saturated fraction written, or None.
         """
-        summary_pb2 = self._summary_pb2
         values = _to_numpy(t).astype(np.float64, copy=False).ravel()
         finite = values[np.isfinite(values)]
-        summary = summary_pb2.Summary()
         layer = str(layer)
-        if finite.size:
-            summary.value.add(
-                tag=_prefix("activations", probe) + layer,
-                histo=_histogram_proto(finite, bins=bins),
-            )
-        else:
+        if not finite.size:
             logger.debug(
                 "Layer %r at epoch %d has no finite activation; no histogram.",
                 layer,
                 epoch,
             )
-        fraction = saturated_fraction(finite, kind)
-        if fraction is not None:
-            tag = _prefix("saturation", probe) + layer
-            summary.value.add(tag=tag, simple_value=fraction)
-            self._saturation_tags.setdefault(tag, None)
-        if summary.value:
-            self._add_summary(summary, epoch)
-            self._maybe_update_layout(epoch)
-        return fraction
+            return
+        summary = self._summary_pb2.Summary()
+        summary.value.add(
+            tag=probe_prefix("activations", probe) + layer,
+            histo=_histogram_proto(finite, bins=bins),
+        )
+        self._add_summary(summary, epoch)
 
     def write_plane_image(
         self,
@@ -453,11 +422,9 @@ class TensorBoardWriter:
         """
         import pandas as pd
 
-        frame = pd.DataFrame(information_frame)
-        if frame.empty:
+        if pd.DataFrame(information_frame).empty:
             return []
-        if "probe" not in frame.columns:
-            frame = frame.assign(probe=DEFAULT_PROBE)
+        frame = to_wide(information_frame, "write_plane_image")
         names = list(dict.fromkeys(frame["estimator"].astype(str)))
         if estimators is not None:
             names = [name for name in names if name in set(estimators)]
@@ -467,10 +434,15 @@ class TensorBoardWriter:
         for probe in dict.fromkeys(frame["probe"].astype(str)):
             for name in names:
                 png = information_plane_png(
-                    frame, estimator=name, probe=probe, epoch=epoch, dpi=self.image_dpi
+                    frame,
+                    estimator=name,
+                    probe=probe,
+                    epoch=epoch,
+                    dpi=self.image_dpi,
+                    config=self.config,
                 )
                 width, height = _png_size(png)
-                tag = _prefix("information_plane", probe) + name
+                tag = probe_prefix("information_plane", probe) + name
                 summary.value.add(
                     tag=tag,
                     image=summary_pb2.Summary.Image(
@@ -497,10 +469,14 @@ class TensorBoardWriter:
         """Write a custom-scalars layout that groups the run's scalars.
 
         Categories: one per estimator (and probe) with I(X;T) and I(T;Y) of every
-        layer in two charts; "Generalization" (train and test loss and accuracy,
-        ``gap/*``); "Sharpness" (``sharpness/*``, ``hessian/*``, ``pac_bayes/*``);
-        "Norms" (one chart per norm kind, all layers); "Saturation"; "Other".
-        With ``auto_layout`` the layout grows as new names appear.
+        layer in two charts, then one per panel of
+        :func:`ibmonitor.schema.scalar_panel` that has scalars, in the order of
+        :data:`ibmonitor.schema.PANELS`: "Loss" and "Accuracy" (charts: train
+        and test values, the generalization gap), "Sharpness"
+        (``sharpness/*``, ``hessian/*``, ``expected_sharpness/*``,
+        ``pac_bayes/*``, one chart each), "Norms" (one chart per norm kind, all
+        layers), "Saturation" (``saturation/*``, one chart) and "Other". With
+        ``auto_layout`` the layout grows as new names appear.
 
         Parameters
         ----------
@@ -563,7 +539,6 @@ class TensorBoardWriter:
             tuple(self._estimators),
             tuple(self._probes),
             tuple(self._scalar_names),
-            tuple(self._saturation_tags),
         )
 
     def _maybe_update_layout(self, epoch: int) -> None:
@@ -605,7 +580,7 @@ class TensorBoardWriter:
         layers = list(self._layers)
         for probe in self._probes:
             for name in self._estimators:
-                base = _prefix("information", probe) + name
+                base = probe_prefix("information", probe) + name
                 title = f"Information · {name}"
                 if probe != DEFAULT_PROBE:
                     title += f" · {probe}"
@@ -614,24 +589,17 @@ class TensorBoardWriter:
                         title=title,
                         chart=[
                             chart(
-                                "I(X;T) [bits]",
+                                X_TITLE,
                                 [f"{base}/{layer}/I_XT" for layer in layers],
                             ),
                             chart(
-                                "I(T;Y) [bits]",
+                                Y_TITLE,
                                 [f"{base}/{layer}/I_TY" for layer in layers],
                             ),
                         ],
                     )
                 )
-        if self._saturation_tags:
-            categories.append(
-                layout_pb2.Category(
-                    title="Saturation",
-                    chart=[chart("saturated fraction", self._saturation_tags)],
-                )
-            )
-        groups = _group_scalar_names(list(self._scalar_names))
+        groups = _layout_groups(list(self._scalar_names))
         for title, charts in groups.items():
             categories.append(
                 layout_pb2.Category(
@@ -647,35 +615,18 @@ def plugin_tag(layer: str, estimator: str, probe: str = DEFAULT_PROBE) -> str:
     return f"{PLUGIN_NAME}/{probe}/{estimator}/{layer}"
 
 
-def _prefix(kind: str, probe: str) -> str:
-    return f"{kind}/" if probe == DEFAULT_PROBE else f"{kind}/{probe}/"
+def _layout_groups(names: Iterable[str]) -> dict:
+    """Group scalar names into ``{panel: {chart title: [names]}}``.
 
-
-def _group_scalar_names(names: Sequence[str]) -> dict:
-    """Group scalar names into {category: {chart title: [tags]}} for the layout."""
-    groups: dict[str, dict[str, list]] = {}
-
-    def add(category: str, title: str, name: str) -> None:
-        groups.setdefault(category, {}).setdefault(title, []).append(name)
-
-    for name in names:
-        leaf = name.rsplit("/", 1)[-1]
-        if name.startswith("gap/") or name in _GAP_PLAIN:
-            if name in ("gap/loss", "gap/acc"):
-                add("Generalization", "generalization gap", name)
-            elif "loss" in leaf:
-                add("Generalization", "loss", name)
-            elif "acc" in leaf:
-                add("Generalization", "accuracy", name)
-            else:
-                add("Generalization", name, name)
-        elif name.startswith(_SHARPNESS_PREFIXES):
-            add("Sharpness", name, name)
-        elif name.startswith("norms/"):
-            add("Norms", f"{leaf} norm", name)
-        else:
-            add("Other", name, name)
-    return groups
+    Panels and charts come from :func:`ibmonitor.schema.scalar_panel`, panels
+    in the order of :data:`ibmonitor.schema.PANELS`, names in the order given;
+    only panels with names appear.
+    """
+    found: dict[str, dict[str, list]] = {}
+    for name in dict.fromkeys(names):
+        panel, chart = scalar_panel(name)
+        found.setdefault(panel, {}).setdefault(chart, []).append(name)
+    return {panel: found[panel] for panel in PANELS if panel in found}
 
 
 def _select_plane(
@@ -685,31 +636,14 @@ def _select_plane(
     probe: Optional[str],
     epoch: Optional[int],
 ) -> Any:
-    import pandas as pd
-
-    data = pd.DataFrame(frame)
-    for column in ("epoch", "layer", "estimator", "i_xt", "i_ty"):
-        if column not in data.columns:
-            raise ValueError(
-                f"The information frame must have a column {column!r}. "
-                f"Got columns {list(data.columns)} instead."
-            )
-    if "probe" not in data.columns:
-        data = data.assign(probe=DEFAULT_PROBE)
-    if estimator is None and len(data):
-        estimator = str(data["estimator"].iloc[0])
-    if probe is None and len(data):
-        probes = list(dict.fromkeys(data["probe"].astype(str)))
-        probe = DEFAULT_PROBE if DEFAULT_PROBE in probes else probes[0]
-    selected = data[
-        (data["estimator"].astype(str) == str(estimator))
-        & (data["probe"].astype(str) == str(probe))
-    ]
-    if epoch is not None:
-        selected = selected[selected["epoch"] <= epoch]
+    """Rows of one plane up to ``epoch`` (attrs: estimator, probe, epoch shown)."""
+    data = to_wide(frame, "information_plane_png")
+    selected, probe, chosen, _ = plane_rows(
+        data, estimator=estimator, probe=probe, until=epoch
+    )
     selected = selected.copy()
     selected.attrs = {
-        "estimator": estimator,
+        "estimator": chosen[0] if chosen else estimator,
         "probe": probe,
         "epoch": (
             epoch
@@ -718,14 +652,6 @@ def _select_plane(
         ),
     }
     return selected
-
-
-def _log_spaced(epochs: np.ndarray) -> bool:
-    """Guess whether recorded epochs are log-spaced (then colour on a log scale)."""
-    unique = np.unique(epochs[np.isfinite(epochs)])
-    if unique.size < 5 or unique.max() < 50:
-        return False
-    return bool(np.median(unique) < 0.2 * unique.max())
 
 
 def _histogram_proto(values: np.ndarray, *, bins: int) -> Any:

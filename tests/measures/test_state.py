@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ibmonitor import measures
-from ibmonitor.measures import ModelSnapshot, preserved_state
+from ibmonitor.measures import ModelSnapshot, preserve_state
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ def _cases():
 
     def timeline(m, lf, d, init):
         measures.compute_measures(
-            list(measures.AVAILABLE_MEASURES),
+            measures.available_measures(),
             m,
             lf,
             d,
@@ -181,11 +181,14 @@ def test_measure_with_shuffling_dataloader_keeps_rng(bn_problem):
     assert_same(before, fingerprint(model))
 
 
-def test_preserved_state_restores_after_mangling_and_raising(bn_problem):
+def test_preserve_state_restores_after_mangling_and_raising(bn_problem):
     model, loss_fn, x, y, _ = bn_problem
     before = fingerprint(model)
     old_weight = model.fc1.weight
-    with pytest.raises(RuntimeError, match="boom"), preserved_state(model):
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        preserve_state(model, parameters=True),
+    ):
         model.train()
         model(x)  # updates batch-norm statistics
         loss_fn(model(x), y).backward()  # sets and accumulates .grad
@@ -219,10 +222,10 @@ def test_model_snapshot_handles_tied_weights_and_none_buffers():
     assert_same(before, fingerprint(model))
 
 
-def test_preserved_state_without_rng_keeps_generator_moving():
+def test_preserve_state_without_rng_keeps_generator_moving():
     model = nn.Linear(2, 2)
     state = torch.get_rng_state()
-    with preserved_state(model, rng=False):
+    with preserve_state(model, parameters=True, rng=False):
         torch.rand(1)
     assert not torch.equal(state, torch.get_rng_state())
 

@@ -10,11 +10,11 @@ from torch import nn
 
 from ibmonitor.exceptions import InvalidParameterError, MonitorWarning
 from ibmonitor.measures import (
-    AVAILABLE_MEASURES,
-    MEASURE_COSTS,
+    available_measures,
     compute_measures,
     expected_sharpness,
     generalization_gap,
+    get_measure,
     hessian_eigenvalues,
     hessian_trace,
     measure_cost,
@@ -39,8 +39,17 @@ def problem(mlp_problem):
 
 
 def test_measure_costs_classify_every_measure():
-    assert set(MEASURE_COSTS) == set(AVAILABLE_MEASURES)
-    assert {k for k, v in MEASURE_COSTS.items() if v == "cheap"} == {"gap", "norms"}
+    names = available_measures()
+    assert set(names) == {
+        "gap",
+        "norms",
+        "hessian",
+        "sharpness",
+        "expected_sharpness",
+        "pac_bayes",
+    }
+    assert {n for n in names if get_measure(n).cost == "cheap"} == {"gap", "norms"}
+    assert all(measure_cost(n) == get_measure(n).cost for n in names)
     assert measure_cost("hessian") == "expensive"
 
     def mine(model, loss_fn, train, test):
@@ -57,7 +66,7 @@ def test_measure_costs_classify_every_measure():
 def test_compute_measures_keys_and_values_match_functions(problem):
     model, loss_fn, train, test, init = problem
     values = compute_measures(
-        list(AVAILABLE_MEASURES), model, loss_fn, train, test, init, options=FAST
+        available_measures(), model, loss_fn, train, test, init, options=FAST
     )
     assert all(isinstance(v, float) for v in values.values())
     expected_keys = {

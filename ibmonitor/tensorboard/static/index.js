@@ -6,11 +6,21 @@
 const REFRESH_MS = 15000;
 const PLOTLY_URL = './static/plotly.min.js';
 const CONFIG = {displaylogo: false, responsive: true};
+// The name of the probe set given as inputs/labels (ibmonitor.schema.DEFAULT_PROBE).
+const DEFAULT_PROBE = 'default';
+// The panels of ibmonitor.schema.PANELS, in order: /scalars sends every scalar
+// of the run under one of these keys (ibmonitor.schema.scalar_panel decides),
+// the same panels as the plotly dashboard and the custom-scalars layout.
+// A panel without data stays hidden.
 const PANELS = [
-  {key: 'loss', title: 'Loss and generalization gap', yTitle: 'loss'},
-  {key: 'accuracy', title: 'Accuracy and generalization gap', yTitle: 'accuracy'},
-  {key: 'sharpness', title: 'Sharpness', yTitle: 'value'},
-  {key: 'saturation', title: 'Saturated units (tanh, sigmoid)', yTitle: 'fraction'},
+  {key: 'Loss', id: 'loss', title: 'Loss and generalization gap', yTitle: 'loss'},
+  {key: 'Accuracy', id: 'accuracy', title: 'Accuracy and generalization gap',
+    yTitle: 'accuracy'},
+  {key: 'Sharpness', id: 'sharpness', title: 'Sharpness', yTitle: 'value'},
+  {key: 'Norms', id: 'norms', title: 'Norms', yTitle: 'norm'},
+  {key: 'Saturation', id: 'saturation', title: 'Saturated units (tanh, sigmoid)',
+    yTitle: 'fraction'},
+  {key: 'Other', id: 'other', title: 'Other scalars', yTitle: 'value'},
 ];
 
 const state = {
@@ -104,7 +114,8 @@ function currentRun() {
 function drawPlane(div, info, run) {
   const series = info.series || [];
   const allEpochs = series.flatMap((s) => s.epochs);
-  const scale = epochScale(allEpochs);
+  // The plugin decides log or linear epochs as the plotly figures do.
+  const scale = epochScale(allEpochs, Boolean(info.log_epochs));
   const traces = series.map((s, i) => {
     const last = lastFinite(s.i_xt, s.i_ty);
     return {
@@ -139,11 +150,12 @@ function drawPlane(div, info, run) {
       },
     };
   });
-  const probeText = state.probe && state.probe !== 'default' ? ' · ' + state.probe : '';
+  const probeText =
+    state.probe && state.probe !== DEFAULT_PROBE ? ' · ' + state.probe : '';
   const layout = {
     title: {text: escapeText('Information plane · ' + (state.estimator || '') + probeText)},
-    xaxis: {title: {text: 'I(X;T) [bits]'}, zeroline: false},
-    yaxis: {title: {text: 'I(T;Y) [bits]'}, zeroline: false},
+    xaxis: {title: {text: info.x_title || 'I(X;T) (bits)'}, zeroline: false},
+    yaxis: {title: {text: info.y_title || 'I(T;Y) (bits)'}, zeroline: false},
     legend: {orientation: 'h', y: -0.18, x: 0},
     margin: {l: 64, r: 24, t: 48, b: 64},
     hovermode: 'closest',
@@ -167,7 +179,10 @@ function drawPanel(box, panel, tags, run) {
   const layout = {
     title: {text: panel.title, font: {size: 14}},
     xaxis: {title: {text: 'epoch'}},
-    yaxis: {title: {text: panel.yTitle}, rangemode: panel.key === 'saturation' ? 'tozero' : 'normal'},
+    yaxis: {
+      title: {text: panel.yTitle},
+      rangemode: panel.key === 'Saturation' ? 'tozero' : 'normal',
+    },
     legend: {orientation: 'h', y: -0.3, x: 0, font: {size: 10}},
     margin: {l: 56, r: 16, t: 40, b: 40},
     uirevision: run.run,
@@ -175,14 +190,13 @@ function drawPanel(box, panel, tags, run) {
   window.Plotly.react(box.querySelector('.ibm-plot'), traces, layout, CONFIG);
 }
 
-// Colour epochs on a log scale when the schedule is log-spaced (many early
-// epochs, few late ones), linearly otherwise.
-function epochScale(epochs) {
+// Colour epochs on a log scale when the plugin says they are log-spaced (many
+// early epochs, few late ones: ibmonitor.schema.epochs_look_log), linearly
+// otherwise.
+function epochScale(epochs, log) {
   const unique = [...new Set(epochs)].sort((a, b) => a - b);
   const max = unique.length ? unique[unique.length - 1] : 1;
   const min = unique.length ? unique[0] : 0;
-  const median = unique.length ? unique[Math.floor(unique.length / 2)] : 0;
-  const log = unique.length >= 5 && max >= 50 && median < 0.2 * max;
   if (!log) {
     return {value: (e) => e, min, max: Math.max(max, min + 1), tickvals: undefined, ticktext: undefined};
   }
@@ -226,8 +240,8 @@ function buildUi() {
   const panels = {};
   const panelRow = el('div', {class: 'ibm-panels'});
   for (const panel of PANELS) {
-    const box = el('div', {class: 'ibm-panel', id: 'ibm-' + panel.key + '-box'}, [
-      el('div', {id: 'ibm-' + panel.key, class: 'ibm-plot'}),
+    const box = el('div', {class: 'ibm-panel', id: 'ibm-' + panel.id + '-box'}, [
+      el('div', {id: 'ibm-' + panel.id, class: 'ibm-plot'}),
     ]);
     box.hidden = true;
     panels[panel.key] = box;
@@ -293,7 +307,7 @@ function fillChoices(ui) {
   if (!run) return;
   if (!run.estimators.includes(state.estimator)) state.estimator = run.estimators[0];
   if (!run.probes.includes(state.probe)) {
-    state.probe = run.probes.includes('default') ? 'default' : run.probes[0];
+    state.probe = run.probes.includes(DEFAULT_PROBE) ? DEFAULT_PROBE : run.probes[0];
   }
   setOptions(ui.estimatorSelect, run.estimators, state.estimator);
   setOptions(ui.probeSelect, run.probes, state.probe);

@@ -1,0 +1,156 @@
+"""The sink protocol and the sink registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Type
+
+import numpy as np
+
+from ..exceptions import InvalidParameterError
+
+__all__ = ["Sink", "available_sinks", "make_sink", "register_sink"]
+
+
+class Sink:
+    """Base class of the monitor's outputs: every event is a no-op here.
+
+    Events, in the order the monitor sends them (all on the process that
+    writes, rank 0 under ``torch.distributed``):
+
+    - :meth:`open` once, with the run's configuration (``run.json``'s keys,
+      see :func:`ibmonitor.schema.build_run_config`);
+    - per epoch, :meth:`write_scalars` (every :meth:`on_epoch_end
+      <ibmonitor.InformationMonitor.on_epoch_end>`, measures and saturation
+      included), then on recorded epochs :meth:`write_information` and,
+      when :attr:`wants_activations`, :meth:`write_activations`;
+    - :meth:`update_config` when skipped epochs, overhead or errors change;
+    - :meth:`close` once, with the status.
+
+    The monitor serialises the calls (one at a time, even with a background
+    worker). A sink's error never stops training: an :attr:`essential`
+    sink's errors follow the monitor's ``strict`` flag; any other sink's are
+    reported once per event and the run goes on.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    essential : bool
+        Whether losing this sink's output loses the run (the run store).
+    wants_activations : bool
+        Whether :meth:`write_activations` should be called.
+    """
+
+    name = "sink"
+    #: How messages name the sink ("TensorBoard", "run store").
+    title = "sink"
+    essential = False
+    wants_activations = False
+
+    def open(
+        self, config: Mapping[str, Any], *, logdir: Optional[Path]
+    ) -> Optional[Mapping[str, Any]]:
+        """Start the run.
+
+        Parameters
+        ----------
+        config : dict
+            The run's configuration (JSON-ready).
+        logdir : Path or None
+            The monitor's ``logdir``, for sinks given no path of their own.
+
+        Returns
+        -------
+        dict or None
+            When the sink continues a stored run: ``{"last_epoch": int or
+            None, "config": stored run.json}``; otherwise None.
+        """
+        return None
+
+    def write_scalars(
+        self, epoch: int, values: Mapping[str, float], *, recorded: bool
+    ) -> None:
+        """Write one epoch's scalars.
+
+        Parameters
+        ----------
+        epoch : int
+        values : dict of str to float
+        recorded : bool
+            Whether the monitor recorded this epoch; a sink may defer making
+            unrecorded epochs durable (fsync) until the next recorded one.
+        """
+
+    def write_information(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write one recorded epoch's information rows (wide dicts, bits)."""
+
+    def write_activations(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, np.ndarray]],
+        labels: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Write one recorded epoch's activations ``{probe: {layer: array}}``.
+
+        ``labels`` and ``inputs`` (flattened) are keyed by probe.
+        """
+
+    def update_config(self, **keys: Any) -> None:
+        """Update keys of the run's configuration (``skipped_epochs``, ...)."""
+
+    def close(self, status: str) -> None:
+        """End the run with ``status`` (``"finished"`` or ``"crashed"``)."""
+
+    def describe(self) -> str:
+        """Return the sink's name as listed in ``run.json["sinks"]``."""
+        return self.name
+
+
+_REGISTRY: Dict[str, Callable[[], Sink]] = {}
+
+
+def register_sink(name: str) -> Callable[[Type[Sink]], Type[Sink]]:
+    """Register a sink class (or factory) under ``name`` (a class decorator).
+
+    Examples
+    --------
+    >>> @register_sink("print")  # doctest: +SKIP
+    ... class PrintSink(Sink):
+    ...     name = "print"
+    ...     def write_scalars(self, epoch, values, *, recorded):
+    ...         print(epoch, values)
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidParameterError(
+            f"The 'name' parameter of register_sink must be a non-empty str. "
+            f"Got {name!r} instead."
+        )
+
+    def decorate(cls: Type[Sink]) -> Type[Sink]:
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_sinks() -> List[str]:
+    """Names of the registered sinks."""
+    return sorted(_REGISTRY)
+
+
+def make_sink(spec: Any) -> Sink:
+    """Return a sink from a registered name or a :class:`Sink` object."""
+    if isinstance(spec, Sink):
+        return spec
+    if isinstance(spec, str):
+        if spec not in _REGISTRY:
+            raise InvalidParameterError(
+                f"Unknown sink {spec!r}. Available sinks: {available_sinks()}."
+            )
+        return _REGISTRY[spec]()
+    raise InvalidParameterError(
+        "The 'sinks' parameter of InformationMonitor must hold Sink objects or "
+        f"registered sink names ({available_sinks()}). Got {spec!r}."
+    )

@@ -1,0 +1,134 @@
+"""The TensorBoard sink: scalars, histograms, plane images and plugin data."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from .._validation import check_param
+from ..exceptions import InvalidParameterError
+from .base import Sink, register_sink
+
+__all__ = ["TensorBoard"]
+
+
+@register_sink("tensorboard")
+class TensorBoard(Sink):
+    """Write TensorBoard summaries and the data of the *Information Plane* tab.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Directory of the event files; by default the monitor's ``logdir``.
+    images : bool or "log", default="log"
+        When to draw the information-plane image (a matplotlib rendering,
+        about a second each): ``"log"`` on the 1st, 2nd, 4th, 8th, ...
+        recorded epoch and at close; ``True`` on every recorded epoch;
+        ``False`` never.
+
+    Notes
+    -----
+    A TensorBoard failure never stops training: it is reported once and the
+    other sinks go on.
+    """
+
+    name = "tensorboard"
+    title = "TensorBoard"
+    wants_activations = True
+
+    def __init__(
+        self, path: Union[str, Path, None] = None, *, images: Union[bool, str] = "log"
+    ) -> None:
+        check_param(
+            images, "images", "TensorBoard", kind="option", options=(True, False, "log")
+        )
+        self.path = None if path is None else Path(path)
+        self.images = images
+        self.writer: Any = None
+        self._rows: List[Dict[str, Any]] = []
+        self._epochs: Dict[int, None] = {}
+        self._image_epoch: Optional[int] = None
+
+    def open(
+        self, config: Mapping[str, Any], *, logdir: Optional[Path]
+    ) -> Optional[Mapping[str, Any]]:
+        """Open the event file and write the custom-scalars layout."""
+        from ..tensorboard.writer import TensorBoardWriter
+
+        if self.path is None:
+            if logdir is None:
+                raise InvalidParameterError(
+                    "The TensorBoard sink needs a path: pass TensorBoard(path) or "
+                    "the monitor's 'logdir'."
+                )
+            self.path = Path(logdir)
+        self.writer = TensorBoardWriter(self.path, config=config)
+        self.writer.write_layout(
+            list(config.get("layers") or {}),
+            [e.get("label", e.get("name")) for e in config.get("estimators") or []],
+            [],
+            probes=list(config.get("probes") or {}),
+        )
+        if self.images:  # pay the import now, not at the first recorded epoch
+            with contextlib.suppress(Exception):
+                importlib.import_module("matplotlib.figure")
+                importlib.import_module("matplotlib.backends.backend_agg")
+        return None
+
+    def write_scalars(
+        self, epoch: int, values: Mapping[str, float], *, recorded: bool
+    ) -> None:
+        """Write the scalars."""
+        if values:
+            self.writer.write_scalars(epoch, values)
+
+    def write_information(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Write the plugin's tensors and scalars; draw the plane when due."""
+        if not rows:
+            return
+        self.writer.write_information(epoch, rows)
+        self._rows.extend(dict(r) for r in rows)
+        self._epochs.setdefault(epoch, None)
+        if self._image_due():
+            self._write_image(epoch)
+
+    def write_activations(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, np.ndarray]],
+        labels: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Write a histogram per layer and probe."""
+        for probe, acts in activations.items():
+            for layer, t in acts.items():
+                self.writer.write_activations(epoch, layer, t, probe=probe)
+
+    def close(self, status: str) -> None:
+        """Draw the final plane (when not drawn yet) and close the event file."""
+        if self.writer is None:
+            return
+        try:
+            last = next(reversed(self._epochs), None) if self._epochs else None
+            if self.images and last is not None and last != self._image_epoch:
+                self._write_image(last)
+        finally:
+            self.writer.close()
+
+    def _image_due(self) -> bool:
+        if self.images is True:
+            return True
+        if self.images == "log":
+            count = len(self._epochs)
+            return count & (count - 1) == 0  # 1, 2, 4, 8, ...
+        return False
+
+    def _write_image(self, epoch: int) -> None:
+        import pandas as pd
+
+        self._image_epoch = epoch
+        self.writer.write_plane_image(epoch, pd.DataFrame(self._rows))

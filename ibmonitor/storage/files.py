@@ -1,0 +1,470 @@
+"""Files of the run store: names, paths, durable writes, JSON and CSV tables.
+
+The low-level half of :mod:`ibmonitor.storage`, shared by its writer and its
+readers. Nothing here knows about runs beyond the file names and the name
+encoding of the on-disk schema (see :mod:`ibmonitor.storage`).
+
+Durability
+----------
+:func:`atomic_write` writes a temporary file in the same folder, fsyncs it,
+renames it over the target and fsyncs the folder, so a reader sees the old
+file or the new one, never a mix, even after a power loss.
+:class:`CsvTable` appends whole lines, flushes them to the operating system
+and (unless asked not to) fsyncs them before returning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import uuid
+import warnings
+from numbers import Integral
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Union
+from urllib.parse import unquote
+
+import numpy as np
+
+from ..exceptions import IBMonitorWarning, InvalidParameterError
+
+__all__ = [
+    "ACTIVATIONS_DIR",
+    "EPOCH_FILE",
+    "INFORMATION_FILE",
+    "INPUTS_KEY",
+    "LABELS_KEY",
+    "RUN_FILE",
+    "SCALARS_FILE",
+    "SCHEMA_VERSION",
+    "TMP_MARK",
+    "CsvTable",
+    "PathLike",
+    "StorageWarning",
+    "activation_epochs",
+    "atomic_write",
+    "check_epoch",
+    "check_path",
+    "decode_name",
+    "encode_name",
+    "fsync_dir",
+    "jsonable",
+    "npz_name",
+    "read_json",
+    "run_directory",
+    "safe_name",
+    "to_json_bytes",
+    "update_run_json",
+    "write_json",
+]
+
+#: Version of the on-disk schema this version of ibmonitor writes (and reads up to).
+SCHEMA_VERSION = 1
+RUN_FILE = "run.json"
+INFORMATION_FILE = "information.csv"
+SCALARS_FILE = "scalars.csv"
+ACTIVATIONS_DIR = "activations"
+#: Key suffix of a probe's labels and flattened inputs in an activations archive.
+LABELS_KEY = "__y__"
+INPUTS_KEY = "__x__"
+#: Marks temporary files of :func:`atomic_write` (``.<name>.tmp-<pid>-<uuid>``).
+TMP_MARK = ".tmp-"
+#: File names of activations archives (``epoch_000042.npz``).
+EPOCH_FILE = re.compile(r"^epoch_(\d+)\.npz$")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class StorageWarning(IBMonitorWarning):
+    """A run directory was read with a problem that did not stop reading.
+
+    For example a partially written last line of a CSV table (a crash in the
+    middle of a write, or a write in progress while reading a live run).
+    """
+
+
+# --------------------------------------------------------------------------
+# names and paths
+
+
+_ENCODE = re.compile(r"[%\x00-\x1f\x7f]")
+_ENCODE_PROBE = re.compile(r"[%/\x00-\x1f\x7f]")
+
+
+def encode_name(name: str, *, what: str = "name", probe: bool = False) -> str:
+    """Percent-encode ``%`` and control characters (and ``/`` for probes).
+
+    Parameters
+    ----------
+    name : str
+        A probe, layer, estimator, quantity or scalar name.
+    what : str, default="name"
+        What the name is, for the error message (``"layer name"``).
+    probe : bool, default=False
+        Also encode ``/`` (probe names in npz keys, ``"<probe>/<layer>"``).
+
+    Returns
+    -------
+    encoded : str
+        ``name`` itself when it holds nothing to encode.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a str, or cannot be encoded as UTF-8.
+    """
+    if not isinstance(name, str):
+        raise InvalidParameterError(
+            f"The {what} must be a str. Got {name!r} of type {type(name).__name__}."
+        )
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidParameterError(
+            f"The {what} {name!r} cannot be encoded as UTF-8: {err}."
+        ) from None
+    pattern = _ENCODE_PROBE if probe else _ENCODE
+    return pattern.sub(lambda m: f"%{ord(m.group(0)):02X}", name)
+
+
+def decode_name(text: str) -> str:
+    """Undo :func:`encode_name`."""
+    return unquote(text) if "%" in text else text
+
+
+def safe_name(name: str, *, max_length: int = 120) -> str:
+    """Turn any run name into a single, harmless directory name.
+
+    Keeps letters (unicode included), digits, ``.``, ``_`` and ``-``; replaces
+    every other run of characters (``/``, ``..``, NUL, spaces, ...) with ``_``;
+    never returns ``""``, ``"."``, ``".."`` or a name starting with a dot.
+
+    Parameters
+    ----------
+    name : str
+        The name to clean.
+    max_length : int, default=120
+        Longest result, in characters.
+
+    Returns
+    -------
+    safe : str
+
+    Examples
+    --------
+    >>> safe_name("../../etc/passwd")
+    'etc_passwd'
+    >>> safe_name("tanh net, lr=0.1")
+    'tanh_net_lr_0.1'
+    """
+    text = re.sub(r"[^\w.\-]+", "_", str(name), flags=re.UNICODE)
+    text = re.sub(r"\.{2,}", "_", text)
+    text = re.sub(r"_{2,}", "_", text).strip("._-")
+    return text[:max_length] or "run"
+
+
+def run_directory(root: PathLike, name: str) -> Path:
+    """Return the directory for run ``name`` under ``root``, never outside it.
+
+    Parameters
+    ----------
+    root : str or path
+        Folder holding runs (``"runs"``).
+    name : str
+        Any run name; it is cleaned with :func:`safe_name`.
+
+    Returns
+    -------
+    path : Path
+        ``root / safe_name(name)``.
+    """
+    root_path = check_path(root, what="root")
+    path = root_path / safe_name(name)
+    resolved_root = root_path.resolve()
+    if resolved_root not in path.resolve().parents:  # pragma: no cover - guard
+        raise InvalidParameterError(
+            f"The run name {name!r} leads outside of {str(root_path)!r}."
+        )
+    return path
+
+
+def check_path(path: Any, *, what: str = "path") -> Path:
+    """Return ``path`` as a Path, or raise naming ``what`` when it is not one.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``path`` is bytes, not path-like, empty or holds a NUL character.
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise InvalidParameterError(
+            f"The {what} must be a str or os.PathLike. Got {type(path).__name__}."
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise InvalidParameterError(f"The {what} must be a text path. Got {text!r}.")
+    if text == "" or "\x00" in text:
+        raise InvalidParameterError(
+            f"The {what} must be a non-empty path without NUL characters. Got {text!r}."
+        )
+    return Path(text)
+
+
+def check_epoch(epoch: Any, *, where: str) -> int:
+    """Return ``epoch`` as an int, or raise naming the caller ``where``."""
+    if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
+        raise InvalidParameterError(
+            f"The 'epoch' parameter of {where} must be an int in the range "
+            f"[0, inf). Got {epoch!r} instead."
+        )
+    return int(epoch)
+
+
+def npz_name(epoch: int) -> str:
+    """Return the file name of an epoch's activations (``epoch_000042.npz``)."""
+    return f"epoch_{epoch:06d}.npz"
+
+
+def activation_epochs(path: Path) -> List[int]:
+    """Return the epochs with an activations archive in run directory ``path``."""
+    folder = path / ACTIVATIONS_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = EPOCH_FILE.match(p.name)
+        if m:
+            found.append(int(m.group(1)))
+    return sorted(set(found))
+
+
+# --------------------------------------------------------------------------
+# durable writes
+
+
+def fsync_dir(path: Path) -> None:
+    """Fsync a directory so that a rename in it survives a power loss."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Write ``path`` via a temporary file in the same folder, fsync, rename.
+
+    Parameters
+    ----------
+    path : Path
+        The file to (re)write.
+    write : callable
+        ``write(fh)`` writes the content to the binary file ``fh``.
+    """
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
+# --------------------------------------------------------------------------
+# JSON
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # torch tensors
+        return obj.tolist()
+    return str(obj)
+
+
+def to_json_bytes(obj: Mapping[str, Any]) -> bytes:
+    """Return ``obj`` as indented UTF-8 JSON (numpy values, sets, paths allowed)."""
+    return (json.dumps(obj, indent=2, default=_json_default) + "\n").encode("utf-8")
+
+
+def jsonable(obj: Any) -> Any:
+    """Return ``obj`` as it will read back from JSON (tuples -> lists, ...)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> None:
+    """Write ``obj`` to ``path`` as JSON, atomically (see :func:`atomic_write`)."""
+    data = to_json_bytes(obj)
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def read_json(path: Path) -> Dict[str, Any]:
+    """Read a JSON object from ``path``.
+
+    Raises
+    ------
+    ValueError
+        The file holds JSON that is not an object.
+    """
+    with open(path, encoding="utf-8") as fh:
+        obj = json.load(fh)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{str(path)!r} is not a run configuration (not an object).")
+    return obj
+
+
+def update_run_json(
+    path: Path, update: Callable[[Dict[str, Any]], None]
+) -> Dict[str, Any]:
+    """Read ``run.json`` of run directory ``path``, apply ``update``, rewrite it.
+
+    Parameters
+    ----------
+    path : Path
+        The run directory.
+    update : callable
+        ``update(config)`` changes the configuration in place.
+
+    Returns
+    -------
+    config : dict
+        The configuration as written.
+    """
+    config = read_json(path / RUN_FILE)
+    update(config)
+    write_json(path / RUN_FILE, config)
+    return config
+
+
+# --------------------------------------------------------------------------
+# CSV tables
+
+
+class CsvTable:
+    """An append-only CSV file: header written once, appends flushed and fsynced.
+
+    Opening it creates the file with its header, or cuts a partially written
+    last line (with a :class:`StorageWarning`) so that appends start on a new
+    line.
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file.
+    columns : sequence of str
+        Its header.
+
+    Raises
+    ------
+    ValueError
+        The file exists and does not start with ``columns`` as its header.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = tuple(columns)
+        self._header = (",".join(self.columns) + "\n").encode("utf-8")
+        self._repair()
+        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for appends
+        self._unsynced = False
+
+    def _repair(self) -> None:
+        """Create the file with its header, or cut a partial last line."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            with open(self.path, "wb") as fh:
+                fh.write(self._header)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return
+        with open(self.path, "r+b") as fh:
+            data = fh.read()
+            if data.endswith(b"\n"):
+                if not data.startswith(self._header):
+                    raise ValueError(
+                        f"{str(self.path)!r} does not start with the header "
+                        f"{self._header.decode().strip()!r}; it was not written "
+                        f"by this version of ibmonitor."
+                    )
+                return
+            cut = data.rfind(b"\n") + 1
+            warnings.warn(
+                f"{str(self.path)!r} ended with a partially written line "
+                f"({len(data) - cut} bytes); removed it before appending.",
+                StorageWarning,
+                stacklevel=4,
+            )
+            fh.truncate(cut)
+            if cut == 0:
+                fh.seek(0)
+                fh.write(self._header)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._fh.closed
+
+    def append(self, rows: Iterable[Sequence[Any]], *, sync: bool = True) -> int:
+        """Append rows as whole lines; return how many.
+
+        Parameters
+        ----------
+        rows : iterable of sequence
+            The fields of each line (already encoded and formatted).
+        sync : bool, default=True
+            Fsync before returning. With False the lines are flushed to the
+            operating system (they survive the process being killed, not a
+            power loss) until :meth:`sync` or :meth:`close`.
+
+        Returns
+        -------
+        n : int
+            Number of lines written.
+        """
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        n = 0
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+        if n:
+            self._fh.write(buf.getvalue().encode("utf-8"))
+            self._fh.flush()
+            self._unsynced = True
+            if sync:
+                self.sync()
+        return n
+
+    def sync(self) -> None:
+        """Fsync the lines appended with ``sync=False`` (nothing if none)."""
+        if self._unsynced and not self._fh.closed:
+            os.fsync(self._fh.fileno())
+            self._unsynced = False
+
+    def close(self) -> None:
+        """Flush, fsync and close the file (again: nothing)."""
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()

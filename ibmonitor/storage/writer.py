@@ -1,0 +1,675 @@
+"""The writer of the run store: :class:`RunWriter`.
+
+Every write is durable before it returns (see :mod:`ibmonitor.storage.files`),
+so a process killed at any moment leaves a readable run holding every
+completed write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import sys
+import threading
+from datetime import datetime
+from numbers import Real
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..exceptions import InvalidParameterError
+from ..schema import (
+    DEFAULT_PROBE,
+    INFORMATION_COLUMNS,
+    INFORMATION_KEYS,
+    SCALARS_COLUMNS,
+    information_records,
+)
+from .files import (
+    ACTIVATIONS_DIR,
+    EPOCH_FILE,
+    INFORMATION_FILE,
+    INPUTS_KEY,
+    LABELS_KEY,
+    RUN_FILE,
+    SCALARS_FILE,
+    SCHEMA_VERSION,
+    TMP_MARK,
+    CsvTable,
+    PathLike,
+    activation_epochs,
+    atomic_write,
+    check_epoch,
+    check_path,
+    encode_name,
+    fsync_dir,
+    npz_name,
+    read_json,
+    to_json_bytes,
+    write_json,
+)
+from .reader import read_table
+
+__all__ = ["RunWriter"]
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("running", "finished", "crashed")
+# Keys of run.json that only the writer sets.
+_MANAGED_KEYS = ("schema_version", "status", "started", "ended")
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _versions() -> Dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pkg(name: str) -> Optional[str]:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            return str(module.__version__)
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        from .. import __version__ as ib_version
+    except ImportError:  # pragma: no cover
+        ib_version = None
+    return {
+        "ibmonitor": ib_version,
+        "torch": pkg("torch"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def _check_value(value: Any, *, name: str, where: str) -> float:
+    if value is None:
+        return math.nan
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()  # numpy and torch scalars
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidParameterError(
+            f"The value of {name!r} given to {where} must be a real number. "
+            f"Got {value!r} of type {type(value).__name__}."
+        )
+    return float(value)
+
+
+def _format_value(value: float) -> str:
+    return repr(float(value))
+
+
+def _information_records(rows: Iterable[Mapping[str, Any]]) -> List[Tuple]:
+    """Validate wide information rows and turn them into encoded CSV records.
+
+    Rows are ``{epoch, probe, layer, estimator, i_xt, i_ty, **extras}``.
+    The long records come from :func:`ibmonitor.schema.information_records`;
+    this adds what the store needs: checked epochs, names and values (``None``
+    and a missing ``i_xt``/``i_ty`` become NaN), names percent-encoded and
+    values written with ``repr``.
+    """
+    where = "RunWriter.append_information"
+    checked: List[Dict[str, Any]] = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise InvalidParameterError(
+                f"Each row given to {where} must be a dict. Got {row!r}."
+            )
+        missing = [k for k in ("epoch", "layer", "estimator") if k not in row]
+        if missing:
+            raise InvalidParameterError(
+                f"A row given to {where} lacks the keys {missing}. Got {dict(row)!r}."
+            )
+        clean: Dict[str, Any] = {
+            "epoch": check_epoch(row["epoch"], where=where),
+            "probe": row.get("probe", DEFAULT_PROBE),
+            "layer": row["layer"],
+            "estimator": row["estimator"],
+        }
+        for key in ("probe", "layer", "estimator"):
+            encode_name(clean[key], what=f"{key} name")
+        quantities = ["i_xt", "i_ty"] + [
+            k for k in row if k not in INFORMATION_KEYS and k not in ("i_xt", "i_ty")
+        ]
+        for q in quantities:
+            encode_name(q, what="quantity name")
+            clean[q] = _check_value(row.get(q), name=q, where=where)
+        checked.append(clean)
+    return [
+        (
+            epoch,
+            encode_name(probe),
+            encode_name(layer),
+            encode_name(estimator),
+            encode_name(quantity),
+            _format_value(value),
+        )
+        for epoch, probe, layer, estimator, quantity, value in information_records(
+            checked
+        )
+    ]
+
+
+def _as_numpy(a: Any, *, what: str) -> np.ndarray:
+    if hasattr(a, "detach"):  # torch tensor on any device
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise InvalidParameterError(
+            f"{what} must be a numeric array. Got dtype {arr.dtype}."
+        )
+    return arr
+
+
+def _own_files(path: Path) -> List[Path]:
+    """List the files the run store wrote in ``path`` (and nothing else)."""
+    found = [path / n for n in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE)]
+    found = [p for p in found if p.is_file() or p.is_symlink()]
+    found += [
+        p
+        for p in path.glob(f".*{TMP_MARK}*")
+        if p.name.split(TMP_MARK)[0][1:] in (RUN_FILE,)
+    ]
+    act = path / ACTIVATIONS_DIR
+    if act.is_dir() and not act.is_symlink():
+        for p in act.iterdir():
+            name = p.name
+            if EPOCH_FILE.match(name) or (
+                name.startswith(".epoch_") and TMP_MARK in name
+            ):
+                found.append(p)
+    return found
+
+
+def _max_epoch_in(path: Path, columns: Tuple[str, ...]) -> Optional[int]:
+    frame = read_table(path, columns, warn=False)
+    return int(frame["epoch"].max()) if len(frame) else None
+
+
+def _check_schema_version(path: Path, stored: Mapping[str, Any]) -> None:
+    version = stored.get("schema_version")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"The run in {str(path)!r} has schema_version {version!r}; "
+            f"this version of ibmonitor writes {SCHEMA_VERSION}."
+        )
+
+
+class RunWriter:
+    """Write one run directory: ``run.json``, the CSV tables, activations.
+
+    Every method returns only once its data is flushed and fsynced (unless it
+    is asked not to fsync), so a process killed at any moment leaves a
+    readable run with every completed write. Safe to call from several
+    threads.
+
+    Parameters
+    ----------
+    path : str or path
+        The run directory; created (with its parents) when missing.
+    config : dict, optional
+        Initial content of ``run.json`` (layers, estimators, probes, schedule,
+        seed, ...); merged over the defaults of the schema. ``schema_version``,
+        ``status``, ``started`` and ``ended`` are managed by the writer.
+    resume : bool, default=False
+        Continue a run directory that exists: keep its tables and append
+        (``config`` is merged over the stored configuration). See
+        :attr:`last_epoch`.
+    overwrite : bool, default=False
+        Delete the run store's own files of an existing run (``run.json``, the
+        CSV tables, ``activations/epoch_*.npz``) first; other files in the
+        directory are left alone.
+
+    Raises
+    ------
+    FileExistsError
+        The directory already holds a run and neither ``resume`` nor
+        ``overwrite`` is set.
+
+    See Also
+    --------
+    RunWriter.append_to : add rows to a finished run without changing it
+        otherwise (its status, times and writer stay as they are).
+
+    Examples
+    --------
+    >>> with RunWriter("runs/a", {"seed": 0}) as w:  # doctest: +SKIP
+    ...     w.append_scalars(0, {"train_loss": 0.7})
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        config: Optional[Mapping[str, Any]] = None,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = check_path(path, what="run path")
+        if resume and overwrite:
+            raise InvalidParameterError(
+                "The 'resume' and 'overwrite' parameters of RunWriter cannot both "
+                "be True."
+            )
+        config = dict(config or {})
+        bad = [k for k in _MANAGED_KEYS if k in config]
+        if bad:
+            raise InvalidParameterError(
+                f"The config given to RunWriter may not set {bad}; the writer "
+                f"manages them."
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise NotADirectoryError(
+                f"The run path {str(self.path)!r} exists and is not a directory."
+            )
+        self._lock = threading.RLock()
+        self._closed = False
+        self._appending = False
+        self.path.mkdir(parents=True, exist_ok=True)
+        existing = _own_files(self.path)
+        has_run = (self.path / RUN_FILE).exists()
+        if existing and not (resume or overwrite):
+            raise FileExistsError(
+                f"The run directory {str(self.path)!r} already holds a run. Pass "
+                f"resume=True to continue it or overwrite=True to replace it."
+            )
+        if overwrite:
+            for p in existing:
+                p.unlink()
+            act = self.path / ACTIVATIONS_DIR
+            if act.is_dir() and not act.is_symlink() and not any(act.iterdir()):
+                act.rmdir()
+            fsync_dir(self.path)
+            has_run = False
+        writer_info = {"pid": os.getpid(), "host": socket.gethostname()}
+        if resume and has_run:
+            stored = read_json(self.path / RUN_FILE)
+            _check_schema_version(self.path, stored)
+            stored.update(config)
+            stored.update(
+                status="running",
+                ended=None,
+                writer=writer_info,
+                resumed=[*stored.get("resumed", []), _now()],
+            )
+            self._config = stored
+        else:
+            base: Dict[str, Any] = {
+                "schema_version": SCHEMA_VERSION,
+                "name": self.path.resolve().name,
+                "status": "running",
+                "started": _now(),
+                "ended": None,
+                "versions": _versions(),
+                "seed": None,
+                "layers": {},
+                "estimators": [],
+                "probes": {},
+                "schedule": None,
+                "skipped_epochs": [],
+                "writer": writer_info,
+            }
+            versions = config.pop("versions", None)
+            base.update(config)
+            if isinstance(versions, Mapping):
+                base["versions"].update(versions)
+            self._config = base
+        # Tables first, then run.json: a run.json always has its tables.
+        self._information = CsvTable(self.path / INFORMATION_FILE, INFORMATION_COLUMNS)
+        self._scalars = CsvTable(self.path / SCALARS_FILE, SCALARS_COLUMNS)
+        self._write_config()
+        self._last_epoch = self._find_last_epoch() if resume else None
+        logger.info("writing run %s", self.path)
+
+    @classmethod
+    def append_to(cls, path: PathLike) -> RunWriter:
+        """Open an existing run to add rows to it, leaving the rest as it is.
+
+        For work done on a run after training (re-estimating information from
+        stored activations, adding a measure): the run's ``status``,
+        ``started``, ``ended`` and ``writer`` are kept, ``run.json`` is only
+        rewritten by :meth:`update_config`, and :meth:`close` closes the tables
+        without marking the run. Appends take the same care as during
+        training: names are encoded, rows are flushed and fsynced, a partially
+        written last line is cut first (with a warning).
+
+        It does not check whether another process is still writing the run;
+        the caller decides (:attr:`ibmonitor.storage.Run.status`).
+
+        Parameters
+        ----------
+        path : str or path
+            A run directory (holding ``run.json``).
+
+        Returns
+        -------
+        writer : RunWriter
+            Use it as a context manager, or call :meth:`close`.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` is not a run directory.
+        ValueError
+            The run was written with a newer schema version.
+
+        Examples
+        --------
+        >>> with RunWriter.append_to("runs/a") as w:  # doctest: +SKIP
+        ...     w.append_information(rows)
+        ...     w.update_config(estimators=[*w.config["estimators"], entry])
+        """
+        path = check_path(path, what="run path")
+        if not (path / RUN_FILE).is_file():
+            raise FileNotFoundError(
+                f"{str(path)!r} is not a run directory (no {RUN_FILE})."
+            )
+        stored = read_json(path / RUN_FILE)
+        _check_schema_version(path, stored)
+        self = cls.__new__(cls)
+        self.path = path
+        self._lock = threading.RLock()
+        self._closed = False
+        self._appending = True
+        self._config = stored
+        self._information = CsvTable(path / INFORMATION_FILE, INFORMATION_COLUMNS)
+        self._scalars = CsvTable(path / SCALARS_FILE, SCALARS_COLUMNS)
+        self._last_epoch = self._find_last_epoch()
+        logger.info("appending to run %s", path)
+        return self
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """A copy of the configuration as stored in ``run.json``."""
+        with self._lock:
+            return json.loads(to_json_bytes(self._config))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def appending(self) -> bool:
+        """Whether this writer came from :meth:`append_to` (it keeps the status)."""
+        return self._appending
+
+    @property
+    def last_epoch(self) -> Optional[int]:
+        """The last epoch with any stored row or activations, or ``None``.
+
+        On resume, training continues at ``last_epoch + 1``.
+        """
+        return self._last_epoch
+
+    def _find_last_epoch(self) -> Optional[int]:
+        candidates = [
+            _max_epoch_in(self.path / INFORMATION_FILE, INFORMATION_COLUMNS),
+            _max_epoch_in(self.path / SCALARS_FILE, SCALARS_COLUMNS),
+        ]
+        candidates += activation_epochs(self.path)
+        candidates = [c for c in candidates if c is not None]
+        return max(candidates) if candidates else None
+
+    def _seen(self, epoch: int) -> None:
+        if self._last_epoch is None or epoch > self._last_epoch:
+            self._last_epoch = epoch
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"The RunWriter of {str(self.path)!r} is closed.")
+
+    def _write_config(self) -> None:
+        write_json(self.path / RUN_FILE, self._config)
+
+    # -- writes -----------------------------------------------------------
+
+    def append_information(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append information estimates (long format), flushed and fsynced.
+
+        Parameters
+        ----------
+        rows : iterable of dict
+            Each ``{"epoch", "probe", "layer", "estimator", "i_xt", "i_ty",
+            **extras}`` in bits (``probe`` defaults to ``"default"``; ``None``
+            values are stored as NaN).
+
+        Returns
+        -------
+        n : int
+            Number of CSV lines written.
+
+        Raises
+        ------
+        InvalidParameterError
+            A row is not a dict, lacks ``epoch``, ``layer`` or ``estimator``,
+            or holds a bad epoch, name or value.
+        """
+        records = _information_records(rows)
+        with self._lock:
+            self._check_open()
+            n = self._information.append(records)
+            for r in records:
+                self._seen(r[0])
+        return n
+
+    def append_scalars(
+        self, epoch: int, values: Mapping[str, Any], *, sync: bool = True
+    ) -> int:
+        """Append scalars of one epoch (``{"train_loss": 0.3, ...}``).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch of every value.
+        values : dict of str to float
+            Scalar name to value (``None`` is stored as NaN).
+        sync : bool, default=True
+            Fsync before returning. With False the rows are written and
+            flushed to the operating system, so they survive the process being
+            killed (even with ``SIGKILL``) and readers see them at once, but not
+            a power loss until :meth:`sync` or :meth:`close`. For many scalars
+            a step.
+
+        Returns
+        -------
+        n : int
+            Number of CSV lines written.
+
+        Raises
+        ------
+        InvalidParameterError
+            A bad epoch, a ``values`` that is not a dict, a bad name or value.
+        """
+        where = "RunWriter.append_scalars"
+        epoch = check_epoch(epoch, where=where)
+        if not isinstance(values, Mapping):
+            raise InvalidParameterError(
+                f"The 'values' parameter of {where} must be a dict. Got {values!r}."
+            )
+        records = [
+            (
+                epoch,
+                encode_name(k, what="scalar name"),
+                _format_value(_check_value(v, name=k, where=where)),
+            )
+            for k, v in values.items()
+        ]
+        with self._lock:
+            self._check_open()
+            n = self._scalars.append(records, sync=bool(sync))
+            if n:
+                self._seen(epoch)
+        return n
+
+    def sync(self) -> None:
+        """Fsync every table holding rows appended with ``sync=False``.
+
+        Does nothing on a closed writer (closing fsyncs).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._information.sync()
+            self._scalars.sync()
+
+    def save_activations(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, Any]],
+        *,
+        labels: Optional[Mapping[str, Any]] = None,
+        inputs: Optional[Mapping[str, Any]] = None,
+        float16: bool = False,
+    ) -> Path:
+        """Store one epoch's activations as ``activations/epoch_XXXXXX.npz``.
+
+        Written atomically (temporary file, fsync, rename): a reader sees the
+        whole archive or none.
+
+        Parameters
+        ----------
+        epoch : int
+            The recorded epoch.
+        activations : dict
+            ``{probe: {layer: array of shape (n_samples, n_units)}}`` (numpy
+            arrays or tensors on any device).
+        labels, inputs : dict, optional
+            ``{probe: array}``; inputs are flattened to (n_samples, n_features),
+            so that :func:`ibmonitor.analysis.estimate_from_activations` can
+            rerun any estimator.
+        float16 : bool, default=False
+            Store floating activations and inputs as float16 (half the size).
+
+        Returns
+        -------
+        path : Path
+            The archive written.
+        """
+        where = "RunWriter.save_activations"
+        epoch = check_epoch(epoch, where=where)
+        arrays: Dict[str, np.ndarray] = {}
+        fdtype = np.float16 if float16 else np.float32
+
+        def floating(a: Any, what: str) -> np.ndarray:
+            arr = _as_numpy(a, what=what)
+            return arr.astype(fdtype, copy=False) if arr.dtype.kind == "f" else arr
+
+        for probe, layers in dict(activations).items():
+            p = encode_name(probe, what="probe name", probe=True)
+            for layer, t in dict(layers).items():
+                if layer in (LABELS_KEY, INPUTS_KEY):
+                    raise InvalidParameterError(
+                        f"The layer name {layer!r} is reserved by the run store."
+                    )
+                arr = floating(t, f"Activations of layer {layer!r}")
+                if arr.ndim == 1:
+                    arr = arr[:, None]
+                elif arr.ndim > 2:
+                    arr = arr.reshape(arr.shape[0], -1)
+                arrays[f"{p}/{encode_name(layer, what='layer name')}"] = arr
+        for extra, key, what in (
+            (labels, LABELS_KEY, "labels"),
+            (inputs, INPUTS_KEY, "inputs"),
+        ):
+            for probe, a in dict(extra or {}).items():
+                p = encode_name(probe, what="probe name", probe=True)
+                arr = _as_numpy(a, what=f"The {what} of probe {probe!r}")
+                if key == INPUTS_KEY:
+                    arr = floating(arr.reshape(arr.shape[0], -1), what)
+                arrays[f"{p}/{key}"] = arr
+        with self._lock:
+            self._check_open()
+            folder = self.path / ACTIVATIONS_DIR
+            if folder.is_symlink():
+                raise ValueError(
+                    f"{str(folder)!r} is a symbolic link; refusing to write there."
+                )
+            created = not folder.exists()
+            folder.mkdir(exist_ok=True)
+            if created:
+                fsync_dir(self.path)
+            target = folder / npz_name(epoch)
+            atomic_write(target, lambda fh: np.savez(fh, **arrays))
+            self._seen(epoch)
+        return target
+
+    def update_config(self, **keys: Any) -> None:
+        """Set top-level keys of ``run.json`` and rewrite it atomically.
+
+        A writer from :meth:`append_to` reads ``run.json`` again first, so
+        keys set meanwhile by someone else are kept.
+
+        Raises
+        ------
+        InvalidParameterError
+            A key the writer manages (``schema_version``, ``status``,
+            ``started``, ``ended``).
+
+        Examples
+        --------
+        >>> writer.update_config(skipped_epochs=[3, 5])  # doctest: +SKIP
+        """
+        bad = [k for k in _MANAGED_KEYS if k in keys]
+        if bad:
+            raise InvalidParameterError(
+                f"RunWriter.update_config may not set {bad}; use close(status=...)."
+            )
+        with self._lock:
+            self._check_open()
+            if self._appending:
+                self._config = read_json(self.path / RUN_FILE)
+            self._config.update(keys)
+            self._write_config()
+
+    def close(self, status: str = "finished") -> None:
+        """Close the tables and mark the run ``status`` in ``run.json``.
+
+        A writer from :meth:`append_to` only closes its tables: the run's
+        status stays as it was. Calling it again does nothing.
+
+        Parameters
+        ----------
+        status : {"finished", "crashed"}, default="finished"
+        """
+        if status not in ("finished", "crashed"):
+            raise InvalidParameterError(
+                f"The 'status' parameter of RunWriter.close must be one of "
+                f"['crashed', 'finished']. Got {status!r} instead."
+            )
+        with self._lock:
+            if self._closed:
+                return
+            self._information.close()
+            self._scalars.close()
+            if not self._appending:
+                self._config.update(status=status, ended=_now())
+                self._write_config()
+            self._closed = True
+        if self._appending:
+            logger.info("closed run %s (appended rows)", self.path)
+        else:
+            logger.info("closed run %s (%s)", self.path, status)
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close("finished" if exc_type is None else "crashed")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        mode = ", appending" if self._appending else ""
+        return f"RunWriter({str(self.path)!r}, {state}{mode})"

@@ -63,7 +63,7 @@ def _leaves(x: Any) -> List[torch.Tensor]:
 
 
 def n_rows(x: Any) -> int:
-    """Number of samples (the first dimension, equal across the tensors).
+    """Return the number of samples (first dimension, equal across tensors).
 
     Raises
     ------
@@ -143,7 +143,7 @@ def flatten_rows(x: Any) -> torch.Tensor:
 
 
 def describe_structure(x: Any) -> str:
-    """A short description of a structure for messages: kinds and shapes."""
+    """Describe a structure for messages: kinds and shapes."""
     if isinstance(x, torch.Tensor):
         return f"Tensor{tuple(x.shape)}"
     if isinstance(x, Mapping):
@@ -203,9 +203,7 @@ def select_output(output: Any, output_key: OutputKey = None, *, owner: str = "")
         )
     found: Any = None
     try:
-        if isinstance(output_key, int):
-            found = output[output_key]
-        elif isinstance(output, Mapping):
+        if isinstance(output_key, int) or isinstance(output, Mapping):
             found = output[output_key]
         else:
             found = getattr(output, output_key)

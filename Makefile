@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch is installed first, so that the range in setup.cfg
 # (torch>=2.2,<2.14) is already satisfied and pip fetches no CUDA build.
 TORCH_SPEC ?= torch==2.13.0
+# torchvision (for the tests' torchvision and timm models) must match torch; it
+# is installed before the extras so that timm cannot pull a newer one (and with
+# it a CUDA torch).
+TORCHVISION_SPEC ?= torchvision==0.28.0
 
 .PHONY: help venv demo demo-quick test test-all bench gallery lint format clean
 
@@ -17,6 +21,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCHVISION_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

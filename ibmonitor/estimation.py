@@ -16,6 +16,7 @@ row looks the same whichever made it.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .estimators import input_ids
@@ -32,6 +33,9 @@ ESTIMATOR_INPUT_KINDS = ("ids", "values", "none")
 
 #: ``on_error(layer, estimator_label, exception)`` is told of a failed estimate.
 OnError = Callable[[str, str, BaseException], None]
+#: ``on_warning(layer, estimator_label, warning)`` receives an estimator's
+#: warnings (a ``warnings.WarningMessage``) instead of their being shown.
+OnWarning = Callable[[str, str, Any], None]
 
 
 class InputsForEstimators:
@@ -76,6 +80,7 @@ def information_rows(
     inputs: Optional[InputsForEstimators] = None,
     skip: Mapping[str, str] = {},
     on_error: Optional[OnError] = None,
+    on_warning: Optional[OnWarning] = None,
 ) -> List[Dict[str, Any]]:
     """Estimate every (layer, estimator) pair of one probe set at one epoch.
 
@@ -97,6 +102,10 @@ def information_rows(
     on_error : callable, optional
         ``on_error(layer, label, exc)`` when an estimator raises; the row is
         then NaN. Without it the exception propagates.
+    on_warning : callable, optional
+        ``on_warning(layer, label, warning)`` for each warning an estimator
+        gives (so that the caller can name the layer, probe and epoch and say
+        it once); without it warnings are shown as usual.
 
     Returns
     -------
@@ -116,15 +125,24 @@ def information_rows(
             if layer in skip:
                 rows.append({**base, "i_xt": math.nan, "i_ty": math.nan})
                 continue
+            caught: List[Any] = []
             try:
                 x = None if inputs is None else inputs.for_estimator(est)
-                values = est(t, labels, x=x).as_dict()
+                if on_warning is None:
+                    result = est(t, labels, x=x)
+                else:
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        result = est(t, labels, x=x)
+                values = result.as_dict()
                 values.pop("estimator", None)
             except Exception as exc:
                 if on_error is None:
                     raise
                 on_error(layer, label, exc)
                 values = {"i_xt": math.nan, "i_ty": math.nan}
+            for warning in caught:
+                on_warning(layer, label, warning)  # type: ignore[misc]
             rows.append({**base, **values})
     return rows
 

@@ -39,6 +39,7 @@ import contextlib
 import logging
 import math
 import platform
+import re
 import sys
 import threading
 import time
@@ -73,6 +74,12 @@ Activations = Dict[str, Dict[str, torch.Tensor]]
 
 #: Default share of training time the monitor may cost (``overhead_budget``).
 DEFAULT_OVERHEAD_BUDGET = 0.25
+#: ``estimators="auto"``: these for every model ...
+AUTO_ESTIMATORS = ("binned", "kde")
+#: ... and matrix-based Renyi too when a recorded layer is wider than this
+#: (binning and KDE are pinned at log2 n there; Yu et al. 2019, Wickstrom et
+#: al. 2019 use the matrix-based estimator for such layers).
+WIDE_LAYER_UNITS = 64
 
 
 class InformationMonitor:
@@ -98,9 +105,12 @@ class InformationMonitor:
         Layers to record; see :func:`ibmonitor.recording.resolve_layers`. By
         default the outputs of activation modules (or of Linear and Conv
         modules when there are none) plus the model's output.
-    estimators : str, sequence, or dict, default=("binned", "kde")
+    estimators : "auto", str, sequence, or dict, default="auto"
         Estimator names, :class:`~ibmonitor.estimators.Estimator` objects
         (from :func:`ibmonitor.estimators.get`), or ``{name: params}``.
+        ``"auto"``: binned and KDE, plus matrix-based Renyi when a recorded
+        layer has more than :data:`WIDE_LAYER_UNITS` units (where binning and
+        KDE are pinned at log2 of the probe size).
     schedule : {"log", "log:N", "all"}, int, sequence of int, or callable, \
 default="log"
         When to record; see :func:`ibmonitor.schedules.make_schedule`.
@@ -194,7 +204,7 @@ default="log"
         *,
         probes: Any = None,
         layers: Any = None,
-        estimators: Any = ("binned", "kde"),
+        estimators: Any = "auto",
         schedule: Any = "log",
         total_epochs: Optional[int] = None,
         logdir: Union[str, Path, None] = None,
@@ -260,6 +270,14 @@ default="log"
             self._layers = resolve_layers(self._module, layers)
             self._layer_info = self._inspect_layers()
         self._kinds = {name: activation_kind(m) for name, m in self._layers.items()}
+        if isinstance(estimators, str) and estimators == "auto":
+            widest = max(
+                (int(i.get("n_units") or 0) for i in self._layer_info.values()),
+                default=0,
+            )
+            estimators = AUTO_ESTIMATORS + (
+                ("renyi",) if widest > WIDE_LAYER_UNITS else ()
+            )
         self._estimators = estimator_list(estimators, owner=owner)
         if self._is_writer and any(e.inputs == "ids" for _, e in self._estimators):
             for probe in self._probes.values():
@@ -836,6 +854,11 @@ default="log"
             def failed(layer: str, label: str, exc: BaseException) -> None:
                 self._fail(epoch, f"estimator {label!r} on layer {layer!r}", exc)
 
+            def warned(
+                layer: str, label: str, warning: Any, probe: str = probe_name
+            ) -> None:
+                self._estimator_warning(epoch, probe, layer, label, warning)
+
             rows += information_rows(
                 epoch,
                 probe_name,
@@ -845,6 +868,7 @@ default="log"
                 inputs=probe.estimator_inputs(),
                 skip=bad.get(probe_name, {}),
                 on_error=failed,
+                on_warning=warned,
             )
         self._emit("write_information", epoch, rows)
         wanting = [s for s in self._sinks if s.wants_activations]
@@ -974,6 +998,31 @@ default="log"
                     logger.error(
                         "ibmonitor: could not update %s's config: %r", sink.title, exc
                     )
+
+    def _estimator_warning(
+        self, epoch: int, probe: str, layer: str, label: str, warning: Any
+    ) -> None:
+        """Say an estimator's warning once per layer, probe and estimator.
+
+        The message names the layer, the probe and the first epoch; later
+        epochs with the same kind of warning (numbers aside) are only logged.
+        """
+        text = str(warning.message)
+        kind = re.sub(r"[-+]?\d[\d.eE+-]*", "#", text)
+        key = f"estimator-warning|{probe}|{layer}|{label}|{warning.category}|{kind}"
+        if key in self._warned:
+            logger.debug("epoch %s, layer %r, %s: %s", epoch, layer, label, text)
+            return
+        self._warned.add(key)
+        where = f"layer {layer!r}" + (
+            "" if probe == schema.DEFAULT_PROBE else f" (probe {probe!r})"
+        )
+        warnings.warn(
+            f"{label} on {where} at epoch {epoch}: {text} (said once per layer; "
+            "later epochs are not repeated)",
+            warning.category,
+            stacklevel=2,
+        )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key in self._warned:

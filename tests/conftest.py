@@ -1,10 +1,17 @@
-"""Shared fixtures: seeding, and a tiny MLP on all 64 six-bit inputs."""
+"""Shared fixtures: seeding, and a tiny MLP on all 64 six-bit inputs.
+
+Also makes PyPI's torchvision importable on a CPU-only torch build (see
+``_models.define_torchvision_ops``), before any test imports torchvision or
+timm.
+"""
 
 from __future__ import annotations
 
 import random
 from typing import NamedTuple
 
+# Before any test imports torchvision or timm (see _models.define_torchvision_ops).
+import _models  # noqa: F401
 import numpy as np
 import pytest
 import torch

@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch is installed first, so that the range in setup.cfg
 # (torch>=2.2,<2.14) is already satisfied and pip fetches no CUDA build.
 TORCH_SPEC ?= torch==2.13.0
-# torchvision (for the tests' torchvision and timm models) must match torch; it
-# is installed before the extras so that timm cannot pull a newer one (and with
-# it a CUDA torch).
+# The tests build torchvision and timm models. PyPI's torchvision must match
+# torch and is built for CUDA: importing it beside the CPU torch fails, and
+# lightning (through torchmetrics) would import it too. So torchvision and
+# timm go into a folder of their own (no dependencies resolved: nothing can
+# pull a CUDA torch) that only tests/_models.py puts on sys.path.
 TORCHVISION_SPEC ?= torchvision==0.28.0
+TIMM_SPEC ?= timm==1.0.31
+MODELS_DIR := $(VENV)/torchvision-cpu
 
 .PHONY: help venv demo demo-quick test test-all bench gallery lint format clean
 
@@ -21,8 +25,8 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q "$(TORCHVISION_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps --upgrade --target $(MODELS_DIR) "$(TORCHVISION_SPEC)" "$(TIMM_SPEC)"
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create and fill .venv
@@ -47,6 +51,7 @@ bench: $(STAMP)  ## the benchmark scripts (figures go to the README)
 	$(PY) scripts/bench_estimators.py
 	$(PY) scripts/bench_overhead.py
 	$(PY) scripts/bench_measures.py
+	$(PY) scripts/bench_models.py
 
 gallery: $(STAMP)  ## rerun the paper reproductions and renew docs/images
 	$(PY) scripts/tishby_information_plane.py --gallery

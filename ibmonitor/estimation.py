@@ -9,8 +9,8 @@ row looks the same whichever made it.
 >>> t = {"fc1": torch.randn(64, 3)}
 >>> y = torch.randint(0, 2, (64,))
 >>> rows = information_rows(0, "default", t, y, [("binned", estimators.get("binned"))])
->>> sorted(rows[0])[:4]
-['epoch', 'estimator', 'h_t', 'i_ty']
+>>> [rows[0][k] for k in ("epoch", "probe", "layer", "estimator")]
+[0, 'default', 'fc1', 'binned']
 """
 
 from __future__ import annotations

@@ -62,9 +62,16 @@ from .estimation import estimator_list, information_rows
 from .exceptions import InvalidParameterError, MonitorError, MonitorWarning
 from .executor import make_executor
 from .probes import build_probes
-from .recording import layer_shapes, record_activations, resolve_layers, unwrap_model
+from .recording import (
+    REDUCE_OPTIONS,
+    LayerSelection,
+    record_activations,
+    select_layers,
+    unwrap_model,
+)
 from .schedules import PlannedSchedule, make_schedule
 from .sinks import MemorySink, Sink, make_sink
+from .structures import OutputKey, n_rows, slice_rows
 
 __all__ = ["InformationMonitor"]
 
@@ -102,9 +109,13 @@ class InformationMonitor:
         (``{"train": (x_tr, y_tr), "test": (x_te, y_te)}``), each estimated
         separately (``probe`` column of the information table).
     layers : None, str, type, sequence, or callable, default=None
-        Layers to record; see :func:`ibmonitor.recording.resolve_layers`. By
-        default the outputs of activation modules (or of Linear and Conv
-        modules when there are none) plus the model's output.
+        Layers to record; see :func:`ibmonitor.recording.select_layers`. By
+        default the outputs of residual, transformer and recurrent blocks (as
+        units) and of activation modules outside them, plus the model's
+        output; modules called more than once or never, and tensors already
+        recorded under another name, are skipped. One line at construction
+        (logged, and on stderr with ``verbose``) says what was chosen and
+        skipped and why; :attr:`skipped_layers` holds the reasons.
     estimators : "auto", str, sequence, or dict, default="auto"
         Estimator names, :class:`~ibmonitor.estimators.Estimator` objects
         (from :func:`ibmonitor.estimators.get`), or ``{name: params}``.
@@ -133,8 +144,21 @@ default="log"
         schedule, written to the scalars.
     batch_size : int, default=256
         Batch size of the recording pass.
-    reduce : {None, "mean", "max"}, default=None
-        Pool the spatial axes of convolutional maps (``None`` flattens them).
+    reduce : {"auto", "flatten", "mean", "max", "first"}, default="auto"
+        How a layer's output becomes one row per sample, by its rank (see
+        :func:`ibmonitor.recording.record_activations`): ``"auto"`` averages
+        the tokens of (batch, tokens, hidden) outputs (the positions an
+        ``attention_mask`` of the probe keeps) and flattens convolutional
+        maps; ``"mean"``/``"max"`` pool tokens or spatial axes; ``"first"``
+        takes the first token; ``"flatten"`` flattens everything.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (``"output"``
+        layer): ``None`` takes a tensor as is and a mapping's or Hugging Face
+        ``ModelOutput``'s ``logits``; an int indexes a tuple; a str is a key
+        or an attribute.
+    label_key : str, optional
+        For probe sets given as a DataLoader of dict batches: the key of the
+        labels (default: ``"labels"``, then ``"label"``).
     device : str or torch.device or None, default="cpu"
         Where activations go and the estimators run; ``None``: the model's
         device.
@@ -211,7 +235,9 @@ default="log"
         sinks: Optional[Sequence[Any]] = None,
         measures: Any = None,
         batch_size: int = 256,
-        reduce: Optional[str] = None,
+        reduce: str = "auto",
+        output_key: OutputKey = None,
+        label_key: Optional[str] = None,
         device: Union[str, torch.device, None] = "cpu",
         background: Any = False,
         overhead_budget: Optional[float] = DEFAULT_OVERHEAD_BUDGET,
@@ -227,9 +253,7 @@ default="log"
                 f"Got {type(model).__name__} instead."
             )
         check_param(batch_size, "batch_size", owner, kind="int", low=1)
-        check_param(
-            reduce, "reduce", owner, kind="option", options=(None, "mean", "max")
-        )
+        check_param(reduce, "reduce", owner, kind="option", options=REDUCE_OPTIONS)
         if overhead_budget is not None:
             check_param(
                 overhead_budget, "overhead_budget", owner, low=0.0, low_closed=False
@@ -254,6 +278,7 @@ default="log"
         self.verbose = bool(verbose)
         self.batch_size = int(batch_size)
         self.reduce = reduce
+        self.output_key = output_key
         self.total_epochs = None if total_epochs is None else int(total_epochs)
         self.overhead_budget = (
             None if overhead_budget is None else float(overhead_budget)
@@ -266,9 +291,18 @@ default="log"
         self._is_writer = self._rank == 0
 
         with preserve_state(self._module):  # materialising a DataLoader draws RNG
-            self._probes = build_probes(inputs, labels, probes, device=self._device)
-            self._layers = resolve_layers(self._module, layers)
-            self._layer_info = self._inspect_layers()
+            self._probes = build_probes(
+                inputs, labels, probes, device=self._device, label_key=label_key
+            )
+            self._selection = self._select_layers(layers)
+        self._layers = self._selection.layers
+        self._layer_info = {
+            name: {
+                "module": type(module).__name__,
+                **self._selection.shapes.get(name, {}),
+            }
+            for name, module in self._layers.items()
+        }
         self._kinds = {name: activation_kind(m) for name, m in self._layers.items()}
         if isinstance(estimators, str) and estimators == "auto":
             widest = max(
@@ -321,24 +355,20 @@ default="log"
         self._last_exit = time.perf_counter()
 
     # ------------------------------------------------------------------ set-up
-    def _inspect_layers(self) -> Dict[str, Dict[str, Any]]:
-        """Return module types, output shapes and widths (a 2-sample pass)."""
+    def _select_layers(self, layers: Any) -> LayerSelection:
+        """Choose the layers on 2 rows of the first probe set; say what and why."""
         first = next(iter(self._probes.values()))
-        info: Dict[str, Dict[str, Any]] = OrderedDict()
-        lazy = any(
-            getattr(m, "has_uninitialized_params", lambda: False)()
-            for m in self._module.modules()
+        selection = select_layers(
+            self._module,
+            layers,
+            slice_rows(first.inputs, slice(0, 2)),
+            reduce=self.reduce,
+            output_key=self.output_key,
         )
-        shapes: Dict[str, Dict[str, Any]] = {}
-        if not lazy:
-            shapes = layer_shapes(
-                self._module, self._layers, first.inputs[:2], reduce=self.reduce
-            )
-        for name, module in self._layers.items():
-            entry = {"module": type(module).__name__}
-            entry.update(shapes.get(name, {}))
-            info[name] = entry
-        return info
+        logger.info("ibmonitor: %s", selection.summary())
+        if self.verbose:
+            sys.stderr.write(f"[ibmonitor] {selection.summary()}\n")
+        return selection
 
     def _build_config(
         self,
@@ -373,6 +403,8 @@ default="log"
             recording={
                 "batch_size": self.batch_size,
                 "reduce": self.reduce,
+                "output_key": self.output_key,
+                "skipped_layers": dict(self._selection.skipped),
                 "device": str(self._device),
                 "background": self._executor.background,
                 "world_size": self._world,
@@ -430,6 +462,7 @@ default="log"
                     batch_size=part.n_samples,
                     reduce=self.reduce,
                     device=self._device,
+                    output_key=self.output_key,
                 )
                 t = next(iter(acts.values()))
                 x = part.estimator_inputs()
@@ -445,6 +478,11 @@ default="log"
     def layers(self) -> List[str]:
         """Recorded layers, in model order (the model output last)."""
         return list(self._layers)
+
+    @property
+    def skipped_layers(self) -> Dict[str, str]:
+        """Modules the default selection left out, with the reason."""
+        return dict(self._selection.skipped)
 
     @property
     def probes(self) -> List[str]:
@@ -745,7 +783,7 @@ default="log"
         bad: Dict[str, Dict[str, str]] = {}
         for name, probe in self._probes.items():
             x = probe.shard(self._rank, self._world)
-            if x.shape[0] > 0:
+            if n_rows(x) > 0:
                 acts = record_activations(
                     self._module,
                     self._layers,
@@ -753,6 +791,7 @@ default="log"
                     batch_size=self.batch_size,
                     reduce=self.reduce,
                     device=self._device,
+                    output_key=self.output_key,
                 )
             else:
                 acts = self._empty_activations()

@@ -54,6 +54,7 @@ from ._validation import check_param
 from .exceptions import InvalidParameterError
 from .schema import (
     DEFAULT_PROBE,
+    MIN_PLANE_SPAN,
     X_TITLE,
     Y_TITLE,
     default_probe,
@@ -70,6 +71,8 @@ __all__ = [
     "dashboard",
     "information_plane",
     "line_figure",
+    "place_labels",
+    "plane_min_spans",
     "write_image",
 ]
 
@@ -415,6 +418,10 @@ def _average_seeds(info: pd.DataFrame, runs: list, spread: Optional[str]) -> tup
     """Mean over runs per (estimator, layer, epoch), as Shwartz-Ziv & Tishby."""
     grouped = info.groupby(["estimator", "layer", "epoch"], sort=False)
     mean = grouped[["i_xt", "i_ty"]].mean()
+    # A mean of pinned estimates is pinned; the coarsest resolution holds.
+    for extra in ("pinned", "resolution"):
+        if extra in info:
+            mean[extra] = grouped[extra].max()
     out = mean.reset_index()
     out["n_runs"] = grouped.size().to_numpy()
     if spread is not None:
@@ -426,6 +433,218 @@ def _average_seeds(info: pd.DataFrame, runs: list, spread: Optional[str]) -> tup
     out["run"] = label
     out["probe"] = info["probe"].iloc[0] if len(info) else DEFAULT_PROBE
     return out, [label]
+
+
+#: Hover line of a pinned point (the estimator's warning gave the details).
+_PINNED_HOVER = (
+    "<br><b>pinned</b>: at log2 n (every sample its own bin or kernel),"
+    "<br>set by the sample size, not the layer"
+)
+_PINNED_LEGEND = "pinned: set by the sample size, not the layer"
+#: Label layout of the plane: font size, the height of one label line and the
+#: width of a label (pixels); a cluster of more coinciding trajectory ends
+#: than _MAX_STACK gets one label naming how many layers end there.
+_LABEL_LINE_PX = 14
+_LABEL_WIDTH_PX = 110
+_MAX_STACK = 6
+
+
+def _pinned_mask(rows: pd.DataFrame) -> np.ndarray:
+    """Boolean mask of the rows marked ``pinned`` (False where not recorded)."""
+    if "pinned" not in rows:
+        return np.zeros(len(rows), dtype=bool)
+    values = pd.to_numeric(rows["pinned"], errors="coerce").to_numpy(dtype=float)
+    return np.nan_to_num(values, nan=0.0) > 0.5
+
+
+def _plane_marker(colors: np.ndarray, pinned: np.ndarray) -> dict:
+    """Markers coloured by epoch; pinned points hollow and faded."""
+    marker: dict = {
+        "color": colors,
+        "coloraxis": "coloraxis",
+        "size": 7,
+        "line": {"width": 0.5, "color": "rgba(40, 40, 40, 0.6)"},
+    }
+    if pinned.any():
+        marker["symbol"] = np.where(pinned, "circle-open", "circle").tolist()
+        marker["opacity"] = np.where(pinned, 0.55, 1.0).tolist()
+        marker["line"] = {"width": np.where(pinned, 2.0, 0.5).tolist()}
+        marker["size"] = np.where(pinned, 9, 7).tolist()
+    return marker
+
+
+def _pinned_legend_trace() -> go.Scatter:
+    """Return a legend entry (no data) explaining the hollow markers."""
+    return go.Scatter(
+        x=[None],
+        y=[None],
+        mode="markers",
+        name=_PINNED_LEGEND,
+        showlegend=True,
+        marker={
+            "symbol": "circle-open",
+            "size": 9,
+            "color": "rgba(90, 90, 90, 0.8)",
+            "line": {"width": 2},
+        },
+        hoverinfo="skip",
+        meta={"kind": "pinned_legend"},
+    )
+
+
+def plane_min_spans(info: pd.DataFrame) -> tuple:
+    """Smallest (I(X;T), I(T;Y)) axis spans, in bits, for an information table.
+
+    :data:`MIN_PLANE_SPAN`, widened to the largest ``resolution`` recorded
+    (the binned estimator's bias, see :func:`ibmonitor.estimators.binned`):
+    a spread smaller than the estimator can resolve is never stretched over
+    a whole axis.
+    """
+    res = 0.0
+    if "resolution" in info and len(info):
+        values = pd.to_numeric(info["resolution"], errors="coerce").to_numpy(float)
+        values = values[np.isfinite(values)]
+        res = float(values.max()) if values.size else 0.0
+    return max(MIN_PLANE_SPAN[0], res), max(MIN_PLANE_SPAN[1], res)
+
+
+def _axis_range(values: np.ndarray, minimum: float) -> tuple:
+    """(lo, hi, forced): the data's range, widened to ``minimum`` if narrower."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0, 1.0, False
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo >= minimum:
+        return lo, hi, False
+    mid = (lo + hi) / 2
+    return mid - minimum / 2, mid + minimum / 2, True
+
+
+def _plane_axes(info: pd.DataFrame) -> tuple:
+    """Ranges of the plane's axes: ((x0, x1, forced), (y0, y1, forced))."""
+    span_x, span_y = plane_min_spans(info)
+    xs = pd.to_numeric(info["i_xt"], errors="coerce").to_numpy(float)
+    ys = pd.to_numeric(info["i_ty"], errors="coerce").to_numpy(float)
+    return _axis_range(xs, span_x), _axis_range(ys, span_y)
+
+
+def _apply_min_spans(fig: go.Figure, axes: tuple, row: int, col: int) -> None:
+    """Fix the plane's ranges where the data span less than the minimum."""
+    (x0, x1, fx), (y0, y1, fy) = axes
+    if fx:
+        pad = 0.05 * (x1 - x0)
+        fig.update_xaxes(range=[x0 - pad, x1 + 3 * pad], row=row, col=col)
+    if fy:
+        pad = 0.06 * (y1 - y0)
+        fig.update_yaxes(range=[y0 - pad, y1 + pad], row=row, col=col)
+
+
+def place_labels(ends: Sequence[Mapping], axes: tuple, size_px: tuple) -> list:
+    """Annotations naming the trajectory ends, placed so that none overlap.
+
+    Each label sits right of its trajectory's last point. Ends closer than a
+    label (in pixels, from the axis ranges and the plot's approximate size)
+    form a cluster: up to :data:`_MAX_STACK` labels are stacked one line
+    apart, with a thin leader line to the point; a larger cluster (many
+    layers ending at one point, as pinned layers do) gets one label naming
+    how many layers end there, the names in its hover text. A final pass
+    pushes down any label still within one line of another above it.
+
+    Parameters
+    ----------
+    ends : sequence of dict
+        ``{"x", "y", "text"}`` per trajectory, in bits.
+    axes : tuple
+        ``((x0, x1, _), (y0, y1, _))`` as :func:`_plane_axes` returns.
+    size_px : (float, float)
+        Approximate width and height of the plot area in pixels.
+
+    Returns
+    -------
+    list of dict
+        plotly annotations; ``x``, ``y`` are the end point and ``yshift`` the
+        label's vertical offset in pixels.
+    """
+    if not ends:
+        return []
+    (x0, x1, _), (y0, y1, _) = axes
+    w, h = size_px
+    sx = w / (x1 - x0) if x1 > x0 else 1.0
+    sy = h / (y1 - y0) if y1 > y0 else 1.0
+    px = [(e["x"] - x0) * sx for e in ends]
+    py = [(e["y"] - y0) * sy for e in ends]
+    # clusters: ends within one label of each other (single linkage)
+    parent = list(range(len(ends)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(ends)):
+        for j in range(i):
+            if (
+                abs(px[i] - px[j]) < _LABEL_WIDTH_PX / 2
+                and abs(py[i] - py[j]) < _LABEL_LINE_PX
+            ):
+                parent[find(i)] = find(j)
+    clusters: dict = {}
+    for i in range(len(ends)):
+        clusters.setdefault(find(i), []).append(i)
+    items = []  # (px, desired label py, end index, text, hover)
+    for members in clusters.values():
+        members.sort(key=lambda i: -py[i])
+        if len(members) > _MAX_STACK:
+            names = [str(ends[i]["text"]) for i in members]
+            first = members[0]
+            shown = ", ".join(names[:2])
+            text = f"{len(members)} layers ({shown}, …)"
+            hover = "<br>".join(names[:40]) + ("<br>…" if len(names) > 40 else "")
+            items.append((px[first], py[first], first, text, hover))
+            continue
+        top = sum(py[i] for i in members) / len(members)
+        top += (len(members) - 1) * _LABEL_LINE_PX / 2
+        for k, i in enumerate(members):
+            items.append((px[i], top - k * _LABEL_LINE_PX, i, ends[i]["text"], None))
+    items.sort(key=lambda item: -item[1])
+    placed: list = []  # (px, label py)
+    out = []
+    for x_px, want, i, text, hover in items:
+        label = want
+        moved = True
+        while moved:  # labels only move down, so this ends
+            moved = False
+            for qx, qy in placed:
+                near = abs(qx - x_px) < _LABEL_WIDTH_PX
+                if near and abs(label - qy) < _LABEL_LINE_PX:
+                    label = qy - _LABEL_LINE_PX
+                    moved = True
+        placed.append((x_px, label))
+        shift = label - py[i]
+        note: dict = {
+            "x": float(ends[i]["x"]),
+            "y": float(ends[i]["y"]),
+            "text": text,
+            "xanchor": "left",
+            "yanchor": "middle",
+            "font": {"size": 11, "color": "#333"},
+        }
+        if abs(shift) < 3:  # at its point (nudged a little at most)
+            note.update(showarrow=False, xshift=7, yshift=shift)
+        else:  # moved off its point: a thin leader line back to it
+            note.update(
+                showarrow=True,
+                arrowhead=0,
+                arrowwidth=0.6,
+                arrowcolor="rgba(90, 90, 90, 0.7)",
+                ax=18,
+                ay=-shift,
+            )
+        if hover:
+            note["hovertext"] = hover
+        out.append(note)
+    return out
 
 
 def _plane_traces(
@@ -442,6 +661,7 @@ def _plane_traces(
     ends: list = []
     shown_runs: set = set()
     labelled: set = set()
+    any_pinned = False
     for r, run in enumerate(run_order):
         run_rows = info[info["run"] == run]
         if run_rows.empty:
@@ -453,18 +673,21 @@ def _plane_traces(
                 continue
             epochs = rows["epoch"].to_numpy()
             n_runs = rows["n_runs"].to_numpy() if "n_runs" in rows else None
-            custom = np.empty((len(rows), 4), dtype=object)
+            pinned = _pinned_mask(rows)
+            custom = np.empty((len(rows), 5), dtype=object)
             custom[:, 0] = epochs
             custom[:, 1] = _escape(run)
             custom[:, 2] = _escape(layer)
             custom[:, 3] = n_runs if n_runs is not None else 1
+            custom[:, 4] = np.where(pinned, _PINNED_HOVER, "")
             hover = (
                 "run: %{customdata[1]}<br>layer: %{customdata[2]}<br>"
                 "epoch: %{customdata[0]}<br>I(X;T): %{x:.4f} bits<br>"
                 "I(T;Y): %{y:.4f} bits"
                 + ("<br>runs averaged: %{customdata[3]}" if n_runs is not None else "")
-                + "<extra></extra>"
+                + "%{customdata[4]}<extra></extra>"
             )
+            any_pinned = any_pinned or bool(pinned.any())
             trace = go.Scatter(
                 x=rows["i_xt"].to_numpy(),
                 y=rows["i_ty"].to_numpy(),
@@ -473,12 +696,7 @@ def _plane_traces(
                 legendgroup=_escape(run) if overlay else None,
                 showlegend=overlay and run not in shown_runs,
                 line={"color": line_color, "width": 1.5},
-                marker={
-                    "color": _color_values(epochs, log),
-                    "coloraxis": "coloraxis",
-                    "size": 7,
-                    "line": {"width": 0.5, "color": "rgba(40, 40, 40, 0.6)"},
-                },
+                marker=_plane_marker(_color_values(epochs, log), pinned),
                 customdata=custom,
                 hovertemplate=hover,
                 meta={"kind": "information_plane", "layer": _escape(layer)},
@@ -508,13 +726,10 @@ def _plane_traces(
                     "x": float(rows["i_xt"].iloc[-1]),
                     "y": float(rows["i_ty"].iloc[-1]),
                     "text": _escape(layer),
-                    "showarrow": False,
-                    "xanchor": "left",
-                    "yanchor": "middle",
-                    "xshift": 7,
-                    "font": {"size": 11, "color": "#333"},
                 }
             )
+    if any_pinned:
+        traces.append(_pinned_legend_trace())
     return traces, ends
 
 
@@ -645,6 +860,11 @@ def information_plane(
         horizontal_spacing=0.06,
         vertical_spacing=0.12 if rows > 1 else 0.08,
     )
+    # Shared axes (several panels share one range): spans from every panel.
+    axes = _plane_axes(info)
+    height = 480 if rows == 1 else 380 * rows
+    size_px = (560 / cols, (height - 130) / rows)
+    any_pinned = False
     for i, (_, frame, panel_runs) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
         traces, ends = _plane_traces(
@@ -656,9 +876,14 @@ def information_plane(
             spread=spread,
         )
         for trace in traces:
+            if (trace.meta or {}).get("kind") == "pinned_legend":
+                trace.showlegend = not any_pinned  # one legend entry
+                any_pinned = True
             fig.add_trace(trace, row=row, col=col)
-        for end in ends:
-            fig.add_annotation(end, row=row, col=col)
+        for note in place_labels(ends, axes, size_px):
+            fig.add_annotation(note, row=row, col=col)
+        if traces:
+            _apply_min_spans(fig, axes, row, col)
         if not traces:
             _not_recorded(fig, row, col, "no information recorded")
         fig.update_xaxes(title_text=X_TITLE if row == rows else None, row=row, col=col)
@@ -675,10 +900,15 @@ def information_plane(
         title={"text": _escape(title), "x": 0.01, "xanchor": "left"},
         coloraxis=_coloraxis(epochs_all, log, color_scale),
         template="plotly_white",
-        showlegend=overlay,
-        legend={"title": {"text": "run"}, "x": 1.12, "xanchor": "left", "y": 1},
+        showlegend=overlay or any_pinned,
+        legend={
+            "title": {"text": "run" if overlay else ""},
+            "x": 1.12,
+            "xanchor": "left",
+            "y": 1,
+        },
         hovermode="closest",
-        height=480 if rows == 1 else 380 * rows,
+        height=height,
         margin={"l": 70, "r": 40, "t": 70, "b": 60},
     )
     return fig
@@ -901,8 +1131,12 @@ def dashboard(
     for trace in traces:
         trace.showlegend = False
         fig.add_trace(trace, row=1, col=1)
-    for end in ends:
-        fig.add_annotation(end, row=1, col=1)
+    if traces:
+        axes = _plane_axes(info)
+        plane_height = 820 + 170 * (n_rows - 4) - 140
+        for note in place_labels(ends, axes, (460, plane_height)):
+            fig.add_annotation(note, row=1, col=1)
+        _apply_min_spans(fig, axes, 1, 1)
     if not traces:
         _not_recorded(fig, 1, 1, "information not recorded")
     else:
@@ -1021,10 +1255,6 @@ def dashboard(
 
 # ------------------------------------------------------------ combined figures
 
-#: Smallest axis spans (bits) of a plane panel in :func:`combine_figures`: a
-#: flat trajectory (a layer pinned at log2(n), say) would otherwise be
-#: stretched over 0.001 bit.
-MIN_PLANE_SPAN = (1.0, 0.5)
 _SHARE_OPTIONS = (None, "all", "row")
 _LINE_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 _DASHES = ("solid", "dash", "dot", "dashdot")

@@ -47,6 +47,8 @@ td.value { font-family: ui-monospace, SFMono-Regular, Menlo, monospace;
 .table-wrap { overflow-x: auto; }
 .figure { margin: 0.5rem 0 1rem; }
 details summary { cursor: pointer; color: #444; }
+.pinned-note { background: #fff8e1; border-left: 4px solid #f0b400;
+               padding: 0.5rem 0.8rem; font-size: 0.9rem; }
 """
 
 
@@ -193,6 +195,47 @@ def _other_scalars_figure(run: Any, name: str) -> Any:
     return fig
 
 
+def _pinned_note(run: Any) -> str:
+    """Return a note naming the pinned estimates of a run ("" for none).
+
+    An estimate is pinned when the estimator flagged it (the ``pinned``
+    quantity is 1): I(X;T) at log2 n with every sample its own bin or kernel,
+    so the point shows the sample size, not the layer.
+    """
+    from .schema import to_wide
+
+    info = getattr(run, "information", None)
+    if info is None or len(info) == 0:
+        return ""
+    try:
+        wide = to_wide(info, "write_report")
+    except ValueError:
+        return ""
+    if "pinned" not in wide:
+        return ""
+    flag = wide["pinned"].astype(float).fillna(0.0) > 0.5
+    if not flag.any():
+        return ""
+    rows = wide[flag]
+    parts = []
+    for estimator, group in rows.groupby("estimator", sort=False):
+        layers = list(dict.fromkeys(group["layer"].astype(str)))
+        shown = ", ".join(layers[:8]) + (" …" if len(layers) > 8 else "")
+        parts.append(
+            f"{estimator}: {len(group)} of "
+            f"{int((wide['estimator'] == estimator).sum())} estimates "
+            f"({len(layers)} layer{'s' if len(layers) != 1 else ''}: {shown})"
+        )
+    return (
+        '<p class="pinned-note"><b>Pinned estimates.</b> '
+        + _esc("; ".join(parts))
+        + ". Their I(X;T) sits within 0.1 bit of log2 n: every sample is its "
+        "own bin or kernel, so I(X;T) measures the sample size and I(T;Y) = "
+        "H(Y) whatever the layer does. They are drawn as hollow, faded markers; "
+        "read wide layers with the 'renyi' estimator instead.</p>"
+    )
+
+
 def _estimators(run: Any) -> list:
     info = run.information
     if info is None or len(info) == 0 or "estimator" not in info:
@@ -294,8 +337,11 @@ def write_report(
         parts = [
             f'<section id="run-{i + 1}"><h2>{_esc(name)}</h2>',
             f'<p class="meta">{meta}</p>',
-            figure(dashboard(_Named(run, name))),
         ]
+        note = _pinned_note(run)
+        if note:
+            parts.append(note)
+        parts.append(figure(dashboard(_Named(run, name))))
         other = _other_scalars_figure(run, name)
         if other is not None:
             parts.append(figure(other))

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PROBE",
     "INFORMATION_COLUMNS",
     "INFORMATION_KEYS",
+    "MIN_PLANE_SPAN",
     "PANELS",
     "RUN_KEYS",
     "SCALARS_COLUMNS",
@@ -69,6 +70,10 @@ SCALARS_COLUMNS = ("epoch", "name", "value")
 #: Axis titles of every information plane.
 X_TITLE = "I(X;T) (bits)"
 Y_TITLE = "I(T;Y) (bits)"
+#: Smallest (I(X;T), I(T;Y)) axis spans of a plane, in bits: a flat
+#: trajectory (a layer pinned at log2 n, say) is never stretched over a
+#: spread smaller than this (or than the estimator's resolution).
+MIN_PLANE_SPAN = (1.0, 0.5)
 
 #: Keys of ``run.json`` (the writer adds schema_version, status, started,
 #: ended, writer, resumed; a user's own configuration is under ``"user"``).

@@ -13,6 +13,7 @@ torch build (:func:`define_torchvision_ops`).
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List
@@ -21,6 +22,10 @@ import torch
 from torch import nn
 
 _TORCHVISION_LIBRARY = None
+#: Where ``make test`` installs torchvision and timm (see the Makefile): a
+#: folder of their own, so that nothing else (lightning, torchmetrics) imports
+#: a torchvision that cannot load beside the CPU build of torch.
+MODELS_DIR = Path(__file__).resolve().parents[1] / ".venv" / "torchvision-cpu"
 
 
 def define_torchvision_ops() -> None:
@@ -40,6 +45,8 @@ def define_torchvision_ops() -> None:
     global _TORCHVISION_LIBRARY
     if _TORCHVISION_LIBRARY is not None:
         return
+    if MODELS_DIR.is_dir() and str(MODELS_DIR) not in sys.path:
+        sys.path.append(str(MODELS_DIR))
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
         return

@@ -211,6 +211,78 @@ def test_callback_is_a_lightning_callback():
     assert issubclass(_callback_cls(), pl.Callback)
 
 
+@needs_lightning
+def test_callback_without_forward_is_a_clear_error(tmp_path):
+    class NoForward(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(4, 2)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x, y = _data()
+    callback = _callback_cls()(
+        inputs=x, labels=y, estimators=("binned",), overhead_budget=None
+    )
+    with pytest.raises(
+        InvalidParameterError, match="NoForward does not define forward"
+    ):
+        _trainer(callback, max_epochs=1).fit(NoForward(), _loader(x, y))
+
+
+@needs_lightning
+def test_callback_passes_output_key_and_structured_inputs(tmp_path):
+    """A module with two inputs and a tuple output: output_key reaches the monitor."""
+
+    class TwoInputs(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(4, 6)
+            self.fc2 = nn.Linear(6, 2)
+
+        def forward(self, a, b):
+            hidden = torch.tanh(self.fc1(torch.cat([a, b], dim=1)))
+            return self.fc2(hidden), hidden
+
+        def training_step(self, batch, batch_idx):
+            a, b, y = batch
+            loss = nn.functional.cross_entropy(self(a, b)[0], y)
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    x, y = _data()
+    a, b = x[:, :2], x[:, 2:]
+    logdir = tmp_path / "run"
+    callback = _callback_cls()(
+        inputs=(a, b),
+        labels=y,
+        layers=["fc1", "fc2"],
+        output_key=0,
+        estimators=("binned",),
+        schedule=1,
+        logdir=logdir,
+        sinks=["runstore"],
+        overhead_budget=None,
+    )
+    assert callback.monitor_kwargs["output_key"] == 0
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(a, b, y), batch_size=16
+    )
+    _trainer(callback, max_epochs=2).fit(TwoInputs(), loader)
+    run = ibmonitor.load_run(logdir)
+    assert run.config["status"] == "finished"
+    assert sorted(run.information["epoch"].unique()) == [0, 1]
+    assert set(run.information["layer"]) == {"fc1", "fc2"}
+
+
 _BOTH_PACKAGES = """
 import tempfile, warnings
 warnings.simplefilter("ignore")

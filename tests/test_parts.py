@@ -28,6 +28,11 @@ from ibmonitor.measures import registry as measure_registry
 from ibmonitor.sinks import Sink, make_sink, register_sink
 from ibmonitor.sinks import base as sink_base
 
+# Small probe sets pin the binned estimates: expected here, and not the topic.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::ibmonitor.exceptions.EstimationWarning"
+)
+
 
 class ListSink(Sink):
     """A toy sink: every event appended to a list."""
@@ -77,7 +82,9 @@ def test_a_toy_sink_and_a_toy_measure_join_a_run_through_registration(
 
     def weight_sum(context):
         return {
-            "toy/weight_sum": sum(float(p.detach().sum()) for p in context.model.parameters())
+            "toy/weight_sum": sum(
+                float(p.detach().sum()) for p in context.model.parameters()
+            )
         }
 
     register_measure("toy_weight_sum", weight_sum, cost="cheap")

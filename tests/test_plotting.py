@@ -23,6 +23,8 @@ from ibmonitor.plotting import (
     dashboard,
     information_plane,
     line_figure,
+    place_labels,
+    plane_min_spans,
     write_image,
 )
 
@@ -701,3 +703,127 @@ def test_write_image_png_for_real(tmp_path):
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (640, 400)
     assert len(data) > 10_000  # a real plot, not a blank canvas
+
+
+# ------------------------------------------- pinned estimates and wide layers
+# Non-regression tests for the issue "Any PyTorch model ... with planes that
+# mean something", point 5: 42 resnet18 layers pinned at (9.0, 3.31) were
+# drawn zoomed onto a 0.008-bit spread with 42 labels on top of each other.
+
+
+def pinned_frame(n_layers=42, epochs=(0, 1, 2, 5, 10)):
+    """n_layers layers all at (log2 512, H(Y)) within a few thousandths of a bit."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(n_layers):
+        for epoch in epochs:
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "layer": f"layer{k}",
+                    "estimator": "binned",
+                    "i_xt": 9.0 - 0.004 * rng.random(),
+                    "i_ty": 3.31 + 0.004 * rng.random(),
+                    "pinned": 1.0,
+                    "resolution": 0.72,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _label_positions(fig):
+    """Each label's (x, y) in bits and its pixel offset from that point."""
+    out = []
+    for note in fig.layout.annotations:
+        if note.showarrow:
+            out.append((note.x, note.y, note.ax or 0, -(note.ay or 0)))
+        else:
+            out.append((note.x, note.y, note.xshift or 0, note.yshift or 0))
+    return out
+
+
+def test_information_plane_draws_pinned_points_hollow_with_a_legend_entry():
+    frame = information_frame()
+    frame["pinned"] = (frame["layer"] == "fc1").astype(float)
+    fig = information_plane(frame)
+    traces = {t.meta["layer"]: t for t in plane_traces(fig)}
+    assert set(traces["fc1"].marker.symbol) == {"circle-open"}
+    assert max(traces["fc1"].marker.opacity) < 1
+    assert "pinned" in traces["fc1"].customdata[0][4]
+    assert traces["fc2"].marker.symbol is None  # unpinned layers unchanged
+    assert traces["fc2"].customdata[0][4] == ""
+    legend = [t for t in fig.data if (t.meta or {}).get("kind") == "pinned_legend"]
+    assert len(legend) == 1 and legend[0].showlegend
+    assert "pinned" in legend[0].name and fig.layout.showlegend
+
+
+def test_information_plane_without_pinned_column_has_no_pinned_legend():
+    fig = information_plane(information_frame())
+    assert not any((t.meta or {}).get("kind") == "pinned_legend" for t in fig.data)
+
+
+def test_information_plane_never_stretches_a_spread_below_the_resolution():
+    fig = information_plane(pinned_frame())
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    # resolution 0.72 bit > MIN_PLANE_SPAN: neither axis spans less
+    assert x1 - x0 >= 0.72 and y1 - y0 >= 0.72
+    assert x0 < 8.996 and x1 > 9.0 and y0 < 3.31 < 3.314 < y1
+
+
+def test_information_plane_minimum_span_without_resolution():
+    frame = pinned_frame(n_layers=2).drop(columns=["resolution"])
+    fig = information_plane(frame)
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    assert x1 - x0 >= MIN_PLANE_SPAN[0] and y1 - y0 >= MIN_PLANE_SPAN[1]
+    wide = information_plane(information_frame())  # spans > minimum: autorange
+    assert wide.layout.xaxis.range is None
+
+
+def test_information_plane_42_labels_at_one_point_do_not_overlap():
+    fig = information_plane(pinned_frame(42))
+    positions = _label_positions(fig)
+    assert len(set(positions)) == len(positions)
+    texts = [a.text for a in fig.layout.annotations]
+    # 42 coinciding ends: one label saying how many, the names on hover
+    assert len(texts) == 1 and texts[0].startswith("42 layers")
+    assert "layer41" in fig.layout.annotations[0].hovertext
+
+
+def test_information_plane_stacks_a_few_coinciding_labels():
+    frame = pinned_frame(5)
+    frame.loc[frame.epoch == 10, ["i_xt", "i_ty"]] = (9.0, 3.31)  # one end point
+    fig = information_plane(frame)
+    positions = _label_positions(fig)
+    assert sorted(a.text for a in fig.layout.annotations) == [
+        f"layer{k}" for k in range(5)
+    ]
+    offsets = sorted(dy for *_, dy in positions)
+    # one label line (14 px) apart, all at the same point in bits
+    assert all(b - a >= 13.9 for a, b in zip(offsets, offsets[1:]))
+
+
+def test_place_labels_separates_every_pair_of_nearby_labels():
+    rng = np.random.default_rng(3)
+    ends = [
+        {"x": float(x), "y": float(y), "text": f"l{i}"}
+        for i, (x, y) in enumerate(rng.random((30, 2)) * [2.0, 1.0])
+    ]
+    axes = ((0.0, 2.0, False), (0.0, 1.0, False))
+    notes = place_labels(ends, axes, (500, 350))
+    boxes = []
+    for note in notes:
+        px, py = note["x"] * 250, note["y"] * 350
+        dy = -note["ay"] if note.get("showarrow") else note["yshift"]
+        boxes.append((px, py + dy))
+    for i in range(len(boxes)):
+        for j in range(i):
+            (xi, yi), (xj, yj) = boxes[i], boxes[j]
+            assert abs(xi - xj) >= 110 or abs(yi - yj) >= 13.9
+
+
+def test_plane_min_spans_reads_the_resolution():
+    assert plane_min_spans(pd.DataFrame({"i_xt": [1.0]})) == MIN_PLANE_SPAN
+    frame = pd.DataFrame({"resolution": [0.2, 2.0, np.nan]})
+    assert plane_min_spans(frame) == (2.0, 2.0)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -10,12 +12,38 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from ibmonitor._state import preserve_state
+from ibmonitor.activations import activation_kind
 from ibmonitor.exceptions import InvalidParameterError
 from ibmonitor.recording import (
-    activation_kind,
-    layer_shapes,
+    LayerSelection,
+    is_activation,
+    is_block,
     record_activations,
     resolve_layers,
+    select_layers,
+    unwrap_model,
+)
+
+# torchvision registers its C++ operators on import; this CPU-only torch build
+# lacks them, so define the two that torchvision.ops looks up (kept alive for
+# the whole session). tests/conftest.py may have done it already.
+try:
+    _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")
+except RuntimeError:  # tests/conftest.py (or an import) defined them already
+    _TORCHVISION_OPS = None
+else:
+    for _op in ("nms", "qnms"):
+        _TORCHVISION_OPS.define(
+            f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+        )
+
+import timm
+import torchvision
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
 )
 
 
@@ -192,14 +220,15 @@ def test_custom_model_with_conv_sequential_and_functional_activations():
     model = MixedNet()
     x = torch.randn(6, 1, 4, 4)
     acts = record_activations(model, None, x)
+    # The model's output is the tensor 'out' returns: recorded once, as 'out'.
     assert {k: tuple(v.shape) for k, v in acts.items()} == {
         "conv": (6, 3 * 4 * 4),
         "block.0": (6, 4 * 4 * 4),
         "head": (6, 5),
         "out": (6, 2),
-        "output": (6, 2),
     }
-    torch.testing.assert_close(acts["out"], acts["output"])
+    with torch.no_grad():
+        torch.testing.assert_close(acts["out"], model(x))
 
 
 @pytest.mark.parametrize("reduce", ["mean", "max"])
@@ -214,9 +243,10 @@ def test_reduce_pools_spatial_axes(reduce):
     assert tuple(acts["head"].shape) == (5, 5)  # 2-D outputs are left alone
 
 
-def test_reduce_rejects_unknown_mode(tiny_mlp):
+@pytest.mark.parametrize("reduce", ["sum", None])
+def test_reduce_rejects_unknown_mode(tiny_mlp, reduce):
     with pytest.raises(InvalidParameterError, match="'reduce' parameter"):
-        record_activations(tiny_mlp.model, None, tiny_mlp.x, reduce="sum")
+        record_activations(tiny_mlp.model, None, tiny_mlp.x, reduce=reduce)
 
 
 def test_inputs_are_cast_and_moved_to_the_model(tiny_mlp):
@@ -291,7 +321,7 @@ def test_empty_probe_set_is_an_error(tiny_mlp):
     assert _all_hooks(tiny_mlp.model) == []
 
 
-def test_tuple_outputs_use_the_first_tensor():
+def test_recurrent_layer_records_its_sequence_output():
     model = nn.Sequential(nn.Linear(3, 4))
     gru = nn.GRU(4, 5, batch_first=True)
 
@@ -305,14 +335,13 @@ def test_tuple_outputs_use_the_first_tensor():
             out, _ = self.gru(self.lin(x))
             return out[:, -1]
 
-    acts = record_activations(Net(), ["gru"], torch.randn(6, 2, 3))
+    acts = record_activations(Net(), ["gru"], torch.randn(6, 2, 3), reduce="flatten")
     assert tuple(acts["gru"].shape) == (6, 2 * 5)
 
 
-def test_layer_shapes_reports_shape_and_width():
+def test_select_layers_reports_shape_and_width():
     model = MixedNet()
-    layers = resolve_layers(model)
-    shapes = layer_shapes(model, layers, torch.randn(2, 1, 4, 4), reduce="mean")
+    shapes = select_layers(model, None, torch.randn(2, 1, 4, 4), reduce="mean").shapes
     assert shapes["conv"] == {"shape": [3, 4, 4], "n_units": 3}
     assert shapes["head"] == {"shape": [5], "n_units": 5}
 
@@ -354,3 +383,542 @@ def test_layer_returning_no_tensor_is_an_error():
 
     with pytest.raises(InvalidParameterError, match="'odd' returned dict"):
         record_activations(Net(), ["odd"], torch.randn(4, 3))
+
+
+# --------------------------------------------------------------------------
+# Any PyTorch model: default selection, structured inputs and outputs, reduce
+# (issue "Any PyTorch model: torchvision, timm, Hugging Face, nn.Transformer,
+# RNNs, with planes that mean something").
+
+
+def _assert_no_hooks(model):
+    assert _all_hooks(model) == []
+
+
+def _check_selection(selection, model):
+    assert isinstance(selection, LayerSelection)
+    line = selection.summary()
+    assert "\n" not in line
+    assert line.startswith(f"recording {len(selection.layers)} layer")
+    assert set(selection.shapes) == set(selection.layers)
+    assert not set(selection.skipped) & set(selection.layers)
+    _assert_no_hooks(model)
+    return line
+
+
+def test_default_selection_on_torchvision_resnet18():
+    """Non-regression: BasicBlock calls its ReLU twice; that crashed."""
+    model = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(3, 3, 32, 32)
+    selection = select_layers(model, None, x[:2])
+    _check_selection(selection, model)
+    blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert selection.names == ["relu", *blocks, "output"]
+    assert selection.skipped["layer1.0.relu"] == "inside block 'layer1.0'"
+    assert selection.shapes["layer4.1"] == {"shape": [512, 1, 1], "n_units": 512}
+    acts = record_activations(model, None, x)
+    assert list(acts) == selection.names
+    with torch.no_grad():
+        model.eval()
+        expected = model(x)
+    torch.testing.assert_close(acts["output"], expected)
+    assert tuple(acts["layer1.0"].shape) == (3, 64 * 8 * 8)  # "auto" flattens maps
+    pooled = record_activations(model, selection, x, reduce="mean")
+    assert tuple(pooled["layer1.0"].shape) == (3, 64)
+    _assert_no_hooks(model)
+
+
+def test_default_selection_on_timm_models():
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    selection = select_layers(model, None, torch.randn(2, 3, 32, 32))
+    _check_selection(selection, model)
+    blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert selection.names == ["act1", *blocks, "output"]
+    assert selection.skipped["layer2.1.act2"] == "inside block 'layer2.1'"
+
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=10,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+    )
+    selection = select_layers(vit, None, torch.randn(2, 3, 32, 32))
+    _check_selection(selection, vit)
+    assert selection.names == ["blocks.0", "blocks.1", "output"]
+    # (batch, tokens, hidden) blocks: "auto" averages the tokens away.
+    assert selection.shapes["blocks.0"] == {"shape": [17, 192], "n_units": 192}
+    assert is_activation(vit.blocks[0].mlp.act)
+
+
+def _tiny_bert():
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=100,
+        max_position_embeddings=16,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def _bert_batch(n=5, tokens=7):
+    ids = torch.randint(0, 100, (n, tokens))
+    mask = torch.ones(n, tokens, dtype=torch.long)
+    mask[1, 4:] = 0
+    mask[3, 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_default_selection_on_hugging_face_bert_with_mask_aware_pooling():
+    model = _tiny_bert()
+    batch = _bert_batch()
+    selection = select_layers(model, None, {k: v[:2] for k, v in batch.items()})
+    _check_selection(selection, model)
+    assert selection.names == [
+        "bert.encoder.layer.0",
+        "bert.encoder.layer.1",
+        "bert.pooler.activation",
+        "output",
+    ]
+    act = "bert.encoder.layer.0.intermediate.intermediate_act_fn"
+    assert selection.skipped[act] == "inside block 'bert.encoder.layer.0'"
+    assert is_activation(model.bert.encoder.layer[0].intermediate.intermediate_act_fn)
+    assert is_block(model.bert.encoder.layer[0])
+
+    acts = record_activations(model, None, batch, batch_size=2)
+    assert list(acts) == selection.names
+    captured = {}
+    handle = model.bert.encoder.layer[1].register_forward_hook(
+        lambda m, a, out: captured.setdefault(
+            "h", out[0] if isinstance(out, tuple) else out
+        )
+    )
+    with torch.no_grad():
+        logits = model(**batch).logits
+    handle.remove()
+    hidden = captured["h"]  # (batch, tokens, hidden)
+    mask = batch["attention_mask"].bool()
+    by_hand = torch.stack(
+        [hidden[i][mask[i]].mean(dim=0) for i in range(hidden.shape[0])]
+    )
+    torch.testing.assert_close(acts["bert.encoder.layer.1"], by_hand)
+    torch.testing.assert_close(acts["output"], logits)
+    assert not torch.allclose(acts["bert.encoder.layer.1"][1], hidden[1].mean(dim=0))
+
+    first = record_activations(model, ["bert.encoder.layer.1"], batch, reduce="first")
+    torch.testing.assert_close(first["bert.encoder.layer.1"], hidden[:, 0])
+    top = record_activations(model, ["bert.encoder.layer.1"], batch, reduce="max")
+    by_hand = torch.stack([hidden[i][mask[i]].amax(dim=0) for i in range(5)])
+    torch.testing.assert_close(top["bert.encoder.layer.1"], by_hand)
+    flat = record_activations(model, ["bert.encoder.layer.1"], batch, reduce="flatten")
+    assert tuple(flat["bert.encoder.layer.1"].shape) == (5, 7 * 32)
+    _assert_no_hooks(model)
+
+
+def test_default_selection_on_hugging_face_vit():
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=16,
+        patch_size=8,
+        num_channels=3,
+        num_labels=3,
+    )
+    model = ViTForImageClassification(config)
+    x = torch.randn(4, 3, 16, 16)
+    selection = select_layers(model, None, x[:2])
+    _check_selection(selection, model)
+    blocks = [n for n, m in model.named_modules() if type(m).__name__ == "ViTLayer"]
+    assert selection.names == [*blocks, "output"]
+    assert not any(
+        re.search(r"(query|key|value|q_proj|k_proj)", n) for n in selection.names
+    )
+    acts = record_activations(model, selection, x)
+    assert tuple(acts[blocks[0]].shape) == (4, 32)
+    assert tuple(acts["output"].shape) == (4, 3)  # the ModelOutput's logits
+
+
+class EncoderClassifier(nn.Module):
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.batch_first = batch_first
+        self.emb = nn.Embedding(50, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=batch_first)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.emb(x)
+        if not self.batch_first:
+            h = h.transpose(0, 1)
+        h = self.enc(h)
+        return self.fc(h.mean(dim=1 if self.batch_first else 0))
+
+
+@pytest.mark.parametrize(
+    "batch_first", [True, False], ids=["batch_first", "time_first"]
+)
+def test_default_selection_on_a_transformer_encoder_classifier(batch_first):
+    """Non-regression: the default used to choose the functional out_proj."""
+    model = EncoderClassifier(batch_first)
+    x = torch.randint(0, 50, (5, 6))
+    selection = select_layers(model, None, x[:2])
+    _check_selection(selection, model)
+    assert selection.names == ["enc.layers.0", "enc.layers.1", "output"]
+    acts = record_activations(model, None, x)
+    captured = {}
+    handle = model.enc.layers[1].register_forward_hook(
+        lambda m, a, out: captured.setdefault("h", out)
+    )
+    with torch.no_grad():
+        model.eval()
+        model(x)
+    handle.remove()
+    hidden = captured["h"] if batch_first else captured["h"].transpose(0, 1)
+    torch.testing.assert_close(acts["enc.layers.1"], hidden.mean(dim=1))
+    with pytest.raises(InvalidParameterError, match="out_proj' produced no output"):
+        record_activations(model, ["enc.layers.0.self_attn.out_proj"], x)
+    _assert_no_hooks(model)
+
+
+def test_padding_of_nested_sequences_is_left_out_of_the_mean():
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 1)
+            self.fc = nn.Linear(16, 3)
+
+        def forward(self, x, pad):
+            return self.fc(self.enc(self.emb(x), src_key_padding_mask=pad)[:, 0])
+
+    model = Padded()
+    x = torch.randint(0, 50, (4, 6))
+    pad = torch.zeros(4, 6, dtype=torch.bool)
+    pad[1, 3:] = True
+    with warnings.catch_warnings():  # the fast path nests: a prototype warning
+        warnings.simplefilter("ignore", UserWarning)
+        acts = record_activations(model, ["enc.layers.0"], {"x": x, "pad": pad})
+    model.train()  # the slow path: padded tensors, no nesting
+    layer = model.enc.layers[0]
+    with torch.no_grad():
+        layer.eval()
+        hidden = layer(model.emb(x), src_key_padding_mask=pad)
+    keep = ~pad
+    by_hand = torch.stack([hidden[i][keep[i]].mean(dim=0) for i in range(4)])
+    torch.testing.assert_close(acts["enc.layers.0"], by_hand, rtol=1e-4, atol=1e-5)
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.batch_first = batch_first
+        self.emb = nn.Embedding(50, 8)
+        self.lstm = nn.LSTM(8, 12, batch_first=batch_first)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        h = self.emb(x)
+        if not self.batch_first:
+            h = h.transpose(0, 1)
+        out, _ = self.lstm(h)
+        return self.fc(out[:, -1] if self.batch_first else out[-1])
+
+
+@pytest.mark.parametrize(
+    "batch_first", [True, False], ids=["batch_first", "time_first"]
+)
+def test_default_selection_on_an_lstm_classifier(batch_first):
+    """Non-regression: 'fc' and 'output' were the same tensor recorded twice."""
+    model = LSTMClassifier(batch_first)
+    x = torch.randint(0, 50, (5, 7))
+    selection = select_layers(model, None, x[:2])
+    _check_selection(selection, model)
+    assert selection.names == ["lstm", "output"]
+    assert selection.shapes["lstm"] == {"shape": [7, 12], "n_units": 12}
+    acts = record_activations(model, None, x)
+    with torch.no_grad():
+        model.eval()
+        h = model.emb(x)
+        out, _ = model.lstm(h if batch_first else h.transpose(0, 1))
+        out = out if batch_first else out.transpose(0, 1)
+    torch.testing.assert_close(acts["lstm"], out.mean(dim=1))
+    last = record_activations(model, ["lstm"], x, reduce="flatten")["lstm"]
+    torch.testing.assert_close(last, out.reshape(5, -1))
+
+
+def test_batch_first_hint_is_not_given_to_a_batch_first_module():
+    class Confused(nn.Module):  # feeds (time, batch, ...) to a batch_first LSTM
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            out, _ = self.lstm(x.transpose(0, 1))
+            return out.sum()
+
+    with pytest.raises(InvalidParameterError, match="returned 6 rows") as info:
+        record_activations(Confused(), ["lstm"], torch.randn(4, 6, 3))
+    assert "batch_first" not in str(info.value)
+
+
+class AuxNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.act = nn.ReLU()
+        self.aux = nn.Linear(8, 5)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.aux(h), self.head(h)
+
+
+def test_tuple_output_needs_output_key():
+    """Non-regression: (aux, logits) recorded aux as the output, silently."""
+    model = AuxNet()
+    x = torch.randn(6, 4)
+    with pytest.raises(InvalidParameterError, match="'output_key'"):
+        select_layers(model, None, x[:2])
+    with pytest.raises(InvalidParameterError, match="'output_key'"):
+        record_activations(model, None, x)
+    _assert_no_hooks(model)
+    acts = record_activations(model, None, x, output_key=1)
+    assert list(acts) == ["act", "output"]
+    with torch.no_grad():
+        torch.testing.assert_close(acts["output"], model(x)[1])
+    with pytest.raises(InvalidParameterError, match=r"output_key' parameter .* is 2"):
+        record_activations(model, None, x, output_key=2)
+
+
+def test_dict_output_uses_logits_or_output_key():
+    class DictNet(AuxNet):
+        def forward(self, x):
+            aux, logits = super().forward(x)
+            return {"aux": aux, "logits": logits}
+
+    model = DictNet()
+    x = torch.randn(6, 4)
+    acts = record_activations(model, None, x)
+    with torch.no_grad():
+        out = model(x)
+    torch.testing.assert_close(acts["output"], out["logits"])
+    acts = record_activations(model, ["output"], x, output_key="aux")
+    torch.testing.assert_close(acts["output"], out["aux"])
+
+
+def test_tuple_and_list_inputs_are_fed_as_arguments():
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+            self.act = nn.Tanh()
+
+        def forward(self, a, b):
+            return self.act(self.fc(a)) * b
+
+    model = TwoInputs()
+    a, b = torch.randn(7, 3), torch.randn(7, 2)
+    for inputs in ((a, b), [a, b]):
+        acts = record_activations(model, None, inputs, batch_size=3)
+        with torch.no_grad():
+            torch.testing.assert_close(acts["output"], model(a, b))
+        assert list(acts) == ["act", "output"]
+
+
+def test_integer_inputs_keep_their_dtype_and_floats_are_cast():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.act = nn.Tanh()
+
+        def forward(self, ids, scale):
+            assert ids.dtype == torch.int64
+            assert scale.dtype == torch.float64
+            return self.act(self.emb(ids).sum(1) * scale)
+
+    model = Mixed().double()
+    batch = {"ids": torch.randint(0, 10, (5, 3)), "scale": torch.rand(5, 1)}
+    acts = record_activations(model, None, batch)
+    assert acts["act"].dtype == torch.float64
+
+
+def test_reused_and_unused_modules_are_skipped_with_reasons():
+    class Reuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(4, 6)
+            self.fc2 = nn.Linear(6, 5)
+            self.fc3 = nn.Linear(5, 2)
+            self.relu = nn.ReLU()
+            self.spare = nn.Tanh()
+
+        def forward(self, x):
+            return self.fc3(self.relu(self.fc2(self.relu(self.fc1(x)))))
+
+    model = Reuse()
+    selection = select_layers(model, None, torch.randn(2, 4))
+    line = _check_selection(selection, model)
+    assert selection.skipped["relu"] == "called 2 times per pass"
+    assert selection.skipped["spare"] == "not called in the pass"
+    # Nothing else to record: Linear modules, and the output is fc3's tensor.
+    assert selection.names == ["fc1", "fc2", "fc3"]
+    assert selection.skipped["output"] == "same tensor as 'fc3'"
+    assert "relu (called 2 times per pass)" in line
+    # An explicit choice stays strict.
+    with pytest.raises(InvalidParameterError, match="'relu' was called 2 times"):
+        select_layers(model, ["relu"], torch.randn(2, 4))
+    with pytest.raises(InvalidParameterError, match="'spare' produced no output"):
+        record_activations(model, ["spare"], torch.randn(3, 4))
+    _assert_no_hooks(model)
+
+
+def test_output_equal_to_the_last_activation_is_recorded_once():
+    class EndsInSoftmax(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(4, 6)
+            self.act = nn.Tanh()
+            self.fc2 = nn.Linear(6, 3)
+            self.prob = nn.Softmax(dim=1)
+
+        def forward(self, x):
+            return self.prob(self.fc2(self.act(self.fc1(x))))
+
+    selection = select_layers(EndsInSoftmax(), None, torch.randn(2, 4))
+    assert selection.names == ["act", "prob"]
+    assert selection.skipped == {"output": "same tensor as 'prob'"}
+
+
+def test_in_place_activation_after_a_linear_is_not_a_duplicate():
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 6)
+            self.relu = nn.ReLU(inplace=True)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.out(self.relu(self.fc(x)))
+
+    model = InPlace()
+    selection = select_layers(model, [nn.Linear, nn.ReLU], torch.randn(2, 4))
+    assert selection.names == ["fc", "relu", "out"]
+    acts = record_activations(model, selection, torch.randn(8, 4))
+    assert (acts["fc"] < 0).any()
+    assert (acts["relu"] >= 0).all()
+
+
+def test_summary_is_one_line_and_cut():
+    model = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(3, 3), nn.Tanh())])
+    selection = select_layers(model, None, torch.randn(2, 3))
+    line = selection.summary()
+    assert line.startswith("recording 12 layers: 1, 3, 5, 7, 9, 11, ... (5 more), 23")
+    assert "\n" not in line
+    assert selection.skipped == {"output": "same tensor as '23'"}
+
+
+def test_selection_without_example_inputs_uses_the_module_tree():
+    model = torchvision.models.resnet18(num_classes=10)
+    selection = select_layers(model)
+    assert selection.shapes == {}
+    assert list(selection.layers)[:2] == ["relu", "layer1.0"]
+    assert selection.skipped["layer1.0.relu"] == "inside block 'layer1.0'"
+    assert list(resolve_layers(model)) == selection.names
+
+
+def test_lazy_model_is_selected_without_a_pass():
+    model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    selection = select_layers(model, None, torch.randn(2, 3))
+    assert selection.names == ["1", "output"]
+    assert selection.shapes == {}
+    assert model[0].has_uninitialized_params()  # the pass would initialise it
+
+
+def test_compiled_model_uses_eager_names():
+    model = LSTMClassifier()
+    compiled = torch.compile(model, backend="eager")
+    assert unwrap_model(compiled) is model
+    x = torch.randint(0, 50, (4, 5))
+    selection = select_layers(compiled, None, x[:2])
+    assert selection.names == ["lstm", "output"]
+    acts = record_activations(compiled, ["lstm", "fc"], x)
+    assert list(acts) == ["lstm", "fc"]
+    prefixed = record_activations(compiled, ["_orig_mod.fc"], x)
+    torch.testing.assert_close(prefixed["fc"], acts["fc"])
+    assert list(resolve_layers(compiled, nn.Linear)) == ["fc"]
+    _assert_no_hooks(model)
+
+
+def test_recording_inside_autocast_equals_float32_eager():
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=4,
+        img_size=16,
+        patch_size=8,
+        depth=1,
+    )
+    x = torch.randn(3, 3, 16, 16)
+    plain = record_activations(model, None, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = record_activations(model, None, x)
+        assert torch.is_autocast_enabled("cpu")  # the caller's region is intact
+    assert list(plain) == list(mixed)
+    for name in plain:
+        assert mixed[name].dtype == torch.float32
+        torch.testing.assert_close(mixed[name], plain[name], rtol=0, atol=0)
+
+
+def test_reduce_by_rank():
+    class Shapes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = nn.Identity()
+            self.conv = nn.Conv1d(3, 2, 1)
+            self.maps = nn.Identity()
+
+        def forward(self, x):
+            self.seq(x)  # (batch, tokens=3, hidden=4)
+            self.conv(x)  # (batch, channels=2, length=4)
+            self.maps(x[:, :, :, None].expand(-1, -1, -1, 2))  # rank 4
+            return x.sum(dim=(1, 2))
+
+    model = Shapes()
+    x = torch.randn(5, 3, 4)
+    layers = ["seq", "conv", "maps"]
+    with torch.no_grad():
+        conv = model.conv(x)
+    maps = x[:, :, :, None].expand(-1, -1, -1, 2)
+    expected = {
+        "auto": {"seq": x.mean(1), "conv": conv.flatten(1), "maps": maps.flatten(1)},
+        "flatten": {
+            "seq": x.flatten(1),
+            "conv": conv.flatten(1),
+            "maps": maps.flatten(1),
+        },
+        "mean": {"seq": x.mean(1), "conv": conv.mean(2), "maps": maps.mean((2, 3))},
+        "max": {"seq": x.amax(1), "conv": conv.amax(2), "maps": maps.amax((2, 3))},
+    }
+    for reduce, want in expected.items():
+        acts = record_activations(model, layers, x, reduce=reduce)
+        for name in layers:
+            torch.testing.assert_close(acts[name], want[name], msg=f"{reduce} {name}")
+    first = record_activations(model, ["seq"], x, reduce="first")
+    torch.testing.assert_close(first["seq"], x[:, 0])
+    with pytest.raises(InvalidParameterError, match=r"Layer 'maps' returns .*'first'"):
+        record_activations(model, ["maps"], x, reduce="first")
+    with pytest.raises(InvalidParameterError, match=r"Layer 'conv' returns .*'first'"):
+        select_layers(model, ["conv"], x[:2], reduce="first")
+    resnet = torchvision.models.resnet18(num_classes=10)
+    with pytest.raises(InvalidParameterError, match=r"Layer 'relu' returns .*'first'"):
+        select_layers(resnet, None, torch.randn(2, 3, 32, 32), reduce="first")
+    _assert_no_hooks(model)

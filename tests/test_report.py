@@ -258,3 +258,34 @@ def test_report_renders_offline_in_chromium(report, run_dir, tmp_path):
     assert "I(X;T) (bits)" in plot["text"]
     assert EVIL in plot["text"]  # shown as text, not run
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_write_report_notes_pinned_estimates(tmp_path):
+    """Issue "planes that mean something", point 5: pinned rows get a note."""
+    path = tmp_path / "pinned"
+    config = {"name": "pinned", "layers": {"conv": {}, "fc": {}}}
+    with RunWriter(path, config) as writer:
+        for epoch in (0, 1, 2):
+            writer.append_information(
+                [
+                    {
+                        "epoch": epoch,
+                        "probe": "default",
+                        "layer": layer,
+                        "estimator": "binned",
+                        "i_xt": 9.0 if layer == "conv" else 2.0 + epoch,
+                        "i_ty": 3.3 if layer == "conv" else 0.5,
+                        "pinned": 1.0 if layer == "conv" else 0.0,
+                    }
+                    for layer in ("conv", "fc")
+                ]
+            )
+    text = write_report([path], tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'class="pinned-note"' in text
+    assert "binned: 3 of 6 estimates (1 layer: conv)" in text
+    clean = write_report([run_dir_for(tmp_path)], tmp_path / "c.html")
+    assert 'class="pinned-note"' not in clean.read_text(encoding="utf-8")
+
+
+def run_dir_for(tmp_path):
+    return write_run(tmp_path / "clean", name="clean")

@@ -32,6 +32,7 @@ from ibmonitor.activations import saturated_fraction
 from ibmonitor.schema import PANELS, X_TITLE, Y_TITLE, saturation_name
 from ibmonitor.sinks import RunStore, TensorBoard
 from ibmonitor.tensorboard.plugin import (
+    MIN_PLANE_SPAN,
     PLUGIN_NAME,
     InformationPlanePlugin,
     plotly_js_path,
@@ -104,6 +105,32 @@ def write_demo_run(path: Path, *, probes=("default",), nan_at=None) -> None:
             )
             for layer in LAYERS:
                 writer.write_activations(epoch, layer, t)
+
+
+PINNED_LAYERS = [f"layer{k}" for k in range(42)]
+
+
+def write_pinned_run(path: Path) -> None:
+    """42 layers pinned at (log2 512, H(Y)) within a few thousandths of a bit.
+
+    The resnet18 case of the issue "planes that mean something", point 5.
+    """
+    rng = np.random.default_rng(0)
+    with TensorBoardWriter(path) as writer:
+        for epoch in EPOCHS:
+            rows = [
+                {
+                    "epoch": epoch,
+                    "layer": layer,
+                    "estimator": "binned",
+                    "i_xt": 9.0 - 0.004 * rng.random(),
+                    "i_ty": 3.31 + 0.004 * rng.random(),
+                    "pinned": 1.0,
+                    "resolution": 0.72,
+                }
+                for layer in PINNED_LAYERS
+            ]
+            writer.write_information(epoch, rows)
 
 
 def write_monitor_run(path: Path) -> None:
@@ -218,6 +245,27 @@ def test_entry_point_registers_the_plugin():
 def test_is_active_follows_the_data(plugin, tmp_path):
     assert plugin.is_active()
     assert not _plugin(tmp_path).is_active()
+
+
+def test_information_route_carries_pinned_flags_and_minimum_spans(tmp_path):
+    write_pinned_run(tmp_path / "pinned")
+    write_demo_run(tmp_path / "plain")
+    plugin = _plugin(tmp_path)
+    info = _json(plugin, "/information", "?run=pinned")
+    assert [s["layer"] for s in info["series"]] == PINNED_LAYERS
+    assert all(all(s["pinned"]) for s in info["series"])
+    assert info["series"][0]["resolution"] == [0.72] * len(EPOCHS)
+    assert info["min_span"] == [1.0, 0.72]  # I(T;Y) widened to the resolution
+    plain = _json(plugin, "/information", "?run=plain&estimator=binned")
+    assert not any(p for s in plain["series"] for p in s["pinned"])
+    assert plain["series"][0]["resolution"] == [None] * len(EPOCHS)
+    assert plain["min_span"] == list(MIN_PLANE_SPAN)
+
+
+def test_plugin_minimum_span_is_the_plotting_one():
+    from ibmonitor import plotting
+
+    assert tuple(MIN_PLANE_SPAN) == tuple(plotting.MIN_PLANE_SPAN)
 
 
 def test_runs_route_lists_layers_estimators_and_probes(plugin):
@@ -501,6 +549,7 @@ def server_logdir(tmp_path_factory):
     """A log directory with a TensorBoardWriter run and, if any, a monitor run."""
     root = tmp_path_factory.mktemp("tb_server")
     write_demo_run(root / "writer_run")
+    write_pinned_run(root / "writer_run_pinned")
     if _monitor_available():
         write_monitor_run(root / "monitor_run")
     return root
@@ -683,6 +732,35 @@ def test_information_plane_tab_in_headless_chromium(
                 ".map(trace => [trace.name, trace.x.length])"
             )
             assert traces == [[layer, len(EPOCHS)] for layer in LAYERS]
+
+            # 42 layers pinned at one point: hollow markers, an axis never
+            # narrower than the resolution, and labels that do not overlap.
+            frame.locator("#ibm-run").select_option("writer_run_pinned")
+            frame.wait_for_function(
+                "() => document.getElementById('ibm-plane').data.length === 42",
+                timeout=30_000,
+            )
+            plane = frame.evaluate(
+                """() => {
+                  const d = document.getElementById('ibm-plane');
+                  const full = d._fullLayout;
+                  return {
+                    symbols: [...new Set(d.data.flatMap(t => t.marker.symbol))],
+                    hover: d.data[0].hovertext[0],
+                    x: full.xaxis.range, y: full.yaxis.range,
+                    notes: d.layout.annotations.map(a => [a.text, a.x, a.y,
+                      a.showarrow ? a.ay : -(a.yshift || 0)]),
+                  };
+                }"""
+            )
+            assert plane["symbols"] == ["circle-open"]
+            assert "pinned" in plane["hover"]
+            assert plane["x"][1] - plane["x"][0] >= 0.72
+            assert plane["y"][1] - plane["y"][0] >= 0.72
+            labels = [n for n in plane["notes"] if "pinned" not in n[0]]
+            assert len(labels) == 1 and labels[0][0].startswith("42 layers")
+            assert any("pinned" in n[0] for n in plane["notes"])  # the key
+            page.screenshot(path=str(shots / "pinned_plane.png"))
         finally:
             browser.close()
     assert not outside, f"requests left 127.0.0.1: {outside[:5]}"

@@ -10,6 +10,7 @@ arrays or torch tensors (CPU or CUDA) that returns an
 """
 
 from ._common import (
+    PINNED_MARGIN,
     Estimator,
     InformationEstimate,
     available,
@@ -24,6 +25,7 @@ from .knn import knn
 from .renyi import renyi
 
 __all__ = [
+    "PINNED_MARGIN",
     "Estimator",
     "InformationEstimate",
     "available",

@@ -7,6 +7,7 @@ otherwise.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
@@ -14,9 +15,10 @@ import numpy as np
 import torch
 
 from .._validation import as_tensor, check_consistent_samples
-from ..exceptions import InvalidParameterError
+from ..exceptions import EstimationWarning, InvalidParameterError
 
 __all__ = [
+    "PINNED_MARGIN",
     "Estimator",
     "InformationEstimate",
     "available",
@@ -27,6 +29,17 @@ __all__ = [
 ]
 
 LOG2E = 1.0 / math.log(2.0)
+
+#: An I(X;T) within this many bits of its ceiling (``log2 n`` with every sample
+#: a distinct input) is *pinned*: the estimate measures the sample size, not
+#: the layer. 0.1 bit is where the sample size takes over. For a plug-in
+#: entropy, each pair of samples sharing a bin lowers H(T) by ``2 / n`` bits
+#: below ``log2 n``, so a margin of 0.1 bit means that fewer than one sample in
+#: twenty shares its bin (at any n). For the kernel estimators it means that
+#: the other samples add on average less than 7 % (``2**0.1 - 1``) to each
+#: sample's own kernel. Either way I(T;Y) is then H(Y) up to the same margin,
+#: whatever the layer does.
+PINNED_MARGIN = 0.1
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,12 @@ class InformationEstimate:
     extras : dict
         Estimator-specific quantities in bits (``h_t``, ``h_t_given_y``, ...),
         stored by the monitor as extra columns.
+    pinned : str or None, default=None
+        Why the estimate is *pinned* by the sample size or the estimator's
+        scale rather than by the layer (e.g. every sample in its own bin, so
+        I(X;T) = log2 n and I(T;Y) = H(Y)); None when it is not. Estimators
+        that set it also issue an :class:`~ibmonitor.exceptions.EstimationWarning`
+        with the same text. See :data:`PINNED_MARGIN`.
     """
 
     estimator: str
@@ -53,16 +72,43 @@ class InformationEstimate:
     i_ty: float
     params: Mapping[str, Any] = field(default_factory=dict)
     extras: Mapping[str, float] = field(default_factory=dict)
+    pinned: Optional[str] = None
 
     def as_dict(self) -> Dict[str, Any]:
-        """Return ``{"estimator", "i_xt", "i_ty", **extras}`` as plain floats."""
+        """Return ``{"estimator", "i_xt", "i_ty", **extras, "pinned"}``, as floats.
+
+        ``pinned`` is 1.0 for a pinned estimate and 0.0 otherwise, so that it
+        lands in the information table as one more numeric quantity.
+        """
         out: Dict[str, Any] = {
             "estimator": self.estimator,
             "i_xt": float(self.i_xt),
             "i_ty": float(self.i_ty),
         }
         out.update({k: float(v) for k, v in self.extras.items()})
+        out["pinned"] = 1.0 if self.pinned else 0.0
         return out
+
+
+def pinned_at_ceiling(
+    value: float, ceiling: float, *, margin: float = PINNED_MARGIN
+) -> bool:
+    """Whether ``value`` (bits) lies within ``margin`` bits of ``ceiling``.
+
+    False for a non-finite value or a ceiling below ``margin`` (two samples,
+    a constant layer: nothing to pin).
+    """
+    return (
+        math.isfinite(value)
+        and math.isfinite(ceiling)
+        and ceiling > margin
+        and value >= ceiling - margin
+    )
+
+
+def warn_pinned(reason: str, *, stacklevel: int = 3) -> None:
+    """Issue the :class:`EstimationWarning` of a pinned estimate."""
+    warnings.warn(reason, EstimationWarning, stacklevel=stacklevel)
 
 
 def entropy_from_counts(counts: Any) -> float:

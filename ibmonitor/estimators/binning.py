@@ -29,7 +29,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import warnings
 from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
@@ -42,8 +41,16 @@ from .._validation import (
     check_labels,
     check_param,
 )
-from ..exceptions import EstimationWarning, InvalidParameterError
-from ._common import InformationEstimate, input_ids, register
+from ..exceptions import InvalidParameterError
+from ._common import (
+    PINNED_MARGIN,
+    InformationEstimate,
+    entropy_from_counts,
+    input_ids,
+    pinned_at_ceiling,
+    register,
+    warn_pinned,
+)
 
 __all__ = ["binned"]
 
@@ -123,7 +130,11 @@ default=None
     estimate : InformationEstimate
         ``i_xt`` and ``i_ty`` in bits, ``params`` as used, and ``extras``:
         ``h_t`` (H(T) in bits), ``h_t_given_y`` (H(T|Y) in bits) and
-        ``n_symbols`` (number of distinct symbols).
+        ``n_symbols`` (number of distinct symbols) and ``resolution``, the
+        first-order bias of the plug-in H(T), ``(m - 1) / (2 n ln 2)`` bits
+        (the Miller-Madow term, ``m`` symbols among ``n`` samples): changes
+        smaller than this are within the estimator's own bias. ``pinned`` (see
+        Notes) says whether the estimate sits at its ceiling.
 
     Raises
     ------
@@ -136,8 +147,9 @@ default=None
     Warns
     -----
     EstimationWarning
-        When every sample falls in its own bin: I(X;T) is then pinned at
-        log2(n_samples) whatever the layer does.
+        When the estimate is pinned: (almost) every sample falls in its own
+        bin, so I(X;T) sits at log2(n_samples) (at H(X) with ``x``) whatever
+        the layer does.
 
     Notes
     -----
@@ -163,6 +175,16 @@ default=None
     unbounded (ReLU) layers from piling into the outer symbol but makes the
     grid change over training; a fixed ``value_range`` or ``bin_size`` keeps
     one grid for the whole run.
+
+    **Pinned estimates.** When I(X;T) is within
+    :data:`~ibmonitor.estimators.PINNED_MARGIN` (0.1 bit) of its ceiling,
+    ``log2(n_samples)`` (or H(X) when ``x`` groups samples), fewer than about
+    one sample in twenty shares its bin (each pair that does lowers H(T) by
+    ``2 / n`` bits), and I(T;Y) is then H(Y) up to the same margin. Such an
+    estimate describes the sample size, not the layer: the result's
+    ``pinned`` field holds the reason, ``as_dict()`` reports ``pinned=1.0``,
+    and an ``EstimationWarning`` says so. Wide layers (hundreds of units)
+    are pinned at any usual ``n_bins``; estimate them with ``"renyi"``.
 
     References
     ----------
@@ -229,14 +251,9 @@ default=None
     sym = _row_ids(codes)
 
     res = _information(sym, yt, xids, n, bool(miller_madow))
-    if res["n_symbols"] == n:
-        warnings.warn(
-            f"Every sample falls in its own bin ({n} symbols for {n} samples), "
-            f"so I(X;T) = log2({n}) = {math.log2(n):.2f} bits whatever the layer "
-            "does. Use fewer bins, a larger bin_size or more samples.",
-            EstimationWarning,
-            stacklevel=2,
-        )
+    pinned = _pinned_reason(res, xids, n)
+    if pinned is not None:
+        warn_pinned(pinned)
     params = {
         "n_bins": int(n_bins),
         "value_range": value_range if fixed_range is None else list(fixed_range),
@@ -253,7 +270,29 @@ default=None
             "h_t": res["h_t"],
             "h_t_given_y": res["h_t_given_y"],
             "n_symbols": float(res["n_symbols"]),
+            "resolution": (res["n_symbols"] - 1) / (2.0 * n * _LN2),
         },
+        pinned=pinned,
+    )
+
+
+def _pinned_reason(res: dict, xids: Optional[torch.Tensor], n: int) -> Optional[str]:
+    """Why the estimate is pinned at its ceiling, or None (see :func:`binned`)."""
+    if xids is None:
+        ceiling, what = math.log2(n), f"log2({n})"
+    else:
+        ceiling = entropy_from_counts(torch.unique(xids, return_counts=True)[1])
+        what = "H(X)"
+    if not pinned_at_ceiling(res["i_xt"], ceiling):
+        return None
+    m = res["n_symbols"]
+    alone = "every sample is" if m == n else "almost every sample is"
+    return (
+        f"I(X;T) = {res['i_xt']:.2f} bits is within {PINNED_MARGIN} bit of "
+        f"{what} = {ceiling:.2f} bits: {m} symbols for {n} samples, {alone} in "
+        "its own bin, so I(X;T) measures the sample size and I(T;Y) = H(Y) "
+        "whatever the layer does. Use fewer bins or a larger bin_size, more "
+        "samples, or the 'renyi' estimator for wide layers."
     )
 
 

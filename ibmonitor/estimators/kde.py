@@ -21,7 +21,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .._validation import check_activations, check_labels, check_param
-from ._common import LOG2E, InformationEstimate, register
+from ._common import (
+    LOG2E,
+    PINNED_MARGIN,
+    InformationEstimate,
+    pinned_at_ceiling,
+    register,
+    warn_pinned,
+)
 from ._pairwise import (
     blocks,
     class_ranges,
@@ -221,8 +228,26 @@ def _accumulate(
         s_cls[:, j0:j1] += masked.sum(dim=1)
 
 
+def _pinned_reason(i_xt: float, n: int, noise_variance: float) -> Optional[str]:
+    """Why a KDE estimate is pinned at ``log2 n``, or None (see :func:`kde`)."""
+    ceiling = math.log2(n)
+    if not pinned_at_ceiling(i_xt, ceiling):
+        return None
+    return (
+        f"I(X;T) = {i_xt:.2f} bits is within {PINNED_MARGIN} bit of "
+        f"log2({n}) = {ceiling:.2f} bits: the kernel (noise_variance="
+        f"{noise_variance:g}) is narrower than the distances between samples, "
+        "so every sample is its own kernel, I(X;T) = log2 n and I(T;Y) = H(Y) "
+        "whatever the layer does. Use a larger noise_variance (scaled to the "
+        "layer), more samples, or the 'renyi' estimator for wide layers."
+    )
+
+
 def _estimate(
-    bound: str, terms: Dict[str, Tuple[float, float]], params: Dict[str, Any]
+    bound: str,
+    terms: Dict[str, Tuple[float, float]],
+    params: Dict[str, Any],
+    n: int,
 ) -> InformationEstimate:
     i_xt, h_ty = terms[bound]
     return InformationEstimate(
@@ -231,6 +256,7 @@ def _estimate(
         i_ty=i_xt - h_ty,
         params=params,
         extras={"h_t": i_xt, "h_t_given_y": h_ty},
+        pinned=_pinned_reason(i_xt, n, params["noise_variance"]),
     )
 
 
@@ -297,7 +323,13 @@ def kde(
         ``sum_y p(y) H(T|Y=y) - H(T|X)``, the bound's estimate of ``I(X;T|Y)``,
         so that ``i_ty = h_t - h_t_given_y``. (Binned estimators report plain
         entropies under the same names; with every input distinct they agree
-        in meaning.)
+        in meaning.) ``pinned`` holds the reason when the estimate is pinned
+        at ``log2 n_samples`` (see Notes), else None.
+
+    Warns
+    -----
+    EstimationWarning
+        When the estimate is pinned: every sample is its own kernel.
 
     Raises
     ------
@@ -316,6 +348,18 @@ def kde(
     where the classes overlap completely. Only ``i_xt`` and ``h_t_given_y``
     are clipped at 0 (against rounding; both are non-negative in exact
     arithmetic since each kernel sum contains its own term ``exp(0) = 1``).
+
+    **Pinned estimates.** When ``noise_variance`` is small beside the
+    squared distances between samples (always so for wide layers at the
+    default ``1e-3``: the distances grow with the number of units), each
+    sample's kernel sum is its own ``exp(0) = 1`` and the bound is
+    ``log2 n_samples``; I(T;Y) is then ``H(Y)`` even for a layer independent
+    of the labels. An upper bound within
+    :data:`~ibmonitor.estimators.PINNED_MARGIN` (0.1 bit) of ``log2
+    n_samples``, where the other samples add on average less than 7 % to
+    each sample's own kernel, sets the result's ``pinned`` field (the
+    reason; ``pinned=1.0`` in ``as_dict()``) and issues an
+    ``EstimationWarning``.
 
     Identical activations (saturated units) give ``D_ij = 0``; a constant
     layer gives exactly 0 bits for both quantities.
@@ -358,12 +402,18 @@ def kde(
         "bound": bound,
         "chunk_size": chunk_size,
     }
+    n = t.shape[0]
     if bound != "both":
         terms = _kde_terms(t, y, float(noise_variance), (bound,), chunk_size)
-        return _estimate(bound, terms, params)
+        result = _estimate(bound, terms, params, n)
+        if result.pinned is not None:
+            warn_pinned(result.pinned)
+        return result
     terms = _kde_terms(t, y, float(noise_variance), ("upper", "lower"), chunk_size)
-    upper = _estimate("upper", terms, params)
-    lower = _estimate("lower", terms, params)
+    upper = _estimate("upper", terms, params, n)
+    lower = _estimate("lower", terms, params, n)
+    if upper.pinned is not None:
+        warn_pinned(upper.pinned)
     extras = dict(upper.extras)
     extras.update(
         i_xt_lower=lower.i_xt,
@@ -377,6 +427,7 @@ def kde(
         i_ty=upper.i_ty,
         params=params,
         extras=extras,
+        pinned=upper.pinned,
     )
 
 
@@ -429,5 +480,7 @@ def kde_bounds(
             "bound": b,
             "chunk_size": chunk_size,
         }
-        out.append(_estimate(b, terms, params))
+        out.append(_estimate(b, terms, params, t.shape[0]))
+    if out[0].pinned is not None:
+        warn_pinned(out[0].pinned)
     return out[0], out[1]

@@ -389,6 +389,15 @@ def knn(
     the noise at duplicated points; prefer the binned or KDE estimators
     there.
 
+    *Pinning.* The kNN estimates are never marked ``pinned`` (the field
+    stays None and ``as_dict()`` reports ``pinned=0.0``): their scale is the
+    distance to each sample's k-th neighbour, which adapts to the data, so
+    no width can leave every sample alone, and neither estimate has the
+    ``log2 n`` ceiling that binned, KDE and Renyi estimates reach when every
+    sample is its own bin or kernel. Their failure on wide layers is a
+    different one: neighbour distances concentrate, and the estimates become
+    biased towards 0 rather than pinned.
+
     *Cost.* Brute force: ``n_samples ** 2`` max-norm distances in t-space
     (plus ``sum_c n_c ** 2`` within classes), and as many in x-space when
     ``x`` is given, in row chunks, so memory stays ``O(chunk_size *

@@ -21,7 +21,13 @@ from .._validation import (
     check_labels,
     check_param,
 )
-from ._common import InformationEstimate, register
+from ._common import (
+    PINNED_MARGIN,
+    InformationEstimate,
+    pinned_at_ceiling,
+    register,
+    warn_pinned,
+)
 
 __all__ = ["kernel_width", "renyi"]
 
@@ -99,6 +105,11 @@ def renyi(
         Bad parameters, fewer than 2 samples, NaN or Inf values, non-integer
         labels, inconsistent numbers of samples.
 
+    Warns
+    -----
+    EstimationWarning
+        When the estimate is pinned (see Notes); ``pinned`` holds the reason.
+
     Notes
     -----
     **Width rule.** ``sigma = gamma * s * n^(-1 / (4 + d))``: the
@@ -112,6 +123,25 @@ def renyi(
     activations give ``K = 1``, a single non-zero eigenvalue and 0 bits. The
     estimates depend on ``sigma`` as binned estimates depend on the bins:
     compare them only under one rule.
+
+    **Wide layers.** The rule scales the width with the layer: for ``d``
+    large, ``n^(-1/(4+d))`` tends to 1 and ``sigma`` to ``s``, while the
+    squared distance between two samples concentrates around ``2 s^2``, so a
+    typical kernel value stays near ``exp(-1)`` however many units the layer
+    has (hundreds of channels times positions for a convolutional layer,
+    flattened). The Gram matrix therefore neither becomes the identity (every
+    sample its own kernel, S(T) = log2 n, the pinning of binned and KDE
+    estimates on wide layers) nor all ones, and the estimates move as the
+    representation changes. This is the width of Yu et al. (2021) with the
+    data scale of the layer; Wickstrom et al. (2019) reach the same end with
+    tensor kernels. For independent ``t`` and ``y`` the matrix-based I(T;Y)
+    is not 0 (about 2 of 3.3 bits for 512 isotropic Gaussian samples in 512
+    dimensions): read its trajectory over epochs, not its value alone.
+
+    **Pinned estimates.** An S(T) within
+    :data:`~ibmonitor.estimators.PINNED_MARGIN` (0.1 bit) of ``log2 n`` (a
+    nearly diagonal Gram matrix: a fixed ``sigma`` too small for the layer)
+    sets the result's ``pinned`` field and issues an ``EstimationWarning``.
 
     **Labels.** The delta kernel on labels gives ``A_Y`` with eigenvalues the
     class proportions, so S(Y) is the Renyi entropy of the class
@@ -138,6 +168,10 @@ def renyi(
        convolutional neural networks with information theory: an initial
        exploration", IEEE Trans. Neural Networks and Learning Systems 32(1),
        2021.
+    .. [3] K. Wickstrom, S. Lokse, M. Kampffmeyer, S. Yu, J. Principe and R.
+       Jenssen, "Information plane analysis of deep neural networks via
+       matrix-based Renyi's entropy and tensor kernels", arXiv:1909.11396,
+       2019.
 
     Examples
     --------
@@ -199,6 +233,17 @@ def renyi(
         i_xt = max(s_x + s_t - s_xt, 0.0)
         extras.update({"s_x": s_x, "s_xt": s_xt, "sigma_x": sig_x})
     extras["n_used"] = float(n_used)
+    pinned = None
+    if pinned_at_ceiling(s_t, math.log2(n_used)):
+        pinned = (
+            f"S(T) = {s_t:.2f} bits is within {PINNED_MARGIN} bit of "
+            f"log2({n_used}) = {math.log2(n_used):.2f} bits: the kernel (sigma="
+            f"{sig_t:.3g}) is narrower than the distances between samples, so "
+            "every sample is its own kernel and I(T;Y) = S(Y) (I(X;T) = log2 n "
+            "without x) whatever the layer does. Use the default width rule "
+            "(sigma=None) or a larger gamma."
+        )
+        warn_pinned(pinned)
     params = {
         "alpha": alpha,
         "sigma": None if sigma is None else float(sigma),
@@ -208,7 +253,12 @@ def renyi(
         "random_state": int(random_state),
     }
     return InformationEstimate(
-        estimator="renyi", i_xt=i_xt, i_ty=i_ty, params=params, extras=extras
+        estimator="renyi",
+        i_xt=i_xt,
+        i_ty=i_ty,
+        params=params,
+        extras=extras,
+        pinned=pinned,
     )
 
 

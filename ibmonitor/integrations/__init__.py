@@ -2,6 +2,8 @@
 
 - :mod:`ibmonitor.integrations.lightning`: ``InformationMonitorCallback`` for
   Lightning (``pip install ibmonitor[lightning]``).
+- :mod:`ibmonitor.integrations.transformers`: ``InformationMonitorCallback``
+  for the Hugging Face ``Trainer`` (``pip install ibmonitor[transformers]``).
 
 Each adapter is imported explicitly, so that ``import ibmonitor`` never imports
 a training framework::

@@ -14,7 +14,10 @@ Attach the information-plane monitor to a Lightning ``Trainer``::
 
 The callback takes the keyword arguments of :class:`~ibmonitor.InformationMonitor`
 except ``model``: the monitored model is the ``LightningModule`` itself, which
-must therefore implement ``forward`` on the probe inputs.
+must therefore implement ``forward`` on the probe inputs (a tensor as
+``forward(x)``, a tuple as ``forward(*x)``, a dict as ``forward(**x)``). When
+``forward`` returns a tuple or a dict, say which element is the output with
+``output_key=`` (as for the monitor).
 
 Needs Lightning (``pip install ibmonitor[lightning]``). The unified package
 (``import lightning.pytorch``) is preferred; the standalone ``pytorch_lightning``
@@ -25,16 +28,15 @@ both packages' ``Callback``, so either package's ``Trainer`` accepts it.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import numbers
 import sys
 from typing import Any, Dict, Optional
 
-import torch
+from torch import nn
 
 from .._imports import require
 from ..exceptions import InvalidParameterError
+from ._common import check_monitor_kwargs, close_monitor, numeric_scalars
 
 __all__ = ["InformationMonitorCallback"]
 
@@ -53,23 +55,22 @@ if _pl.__name__ != "pytorch_lightning" and "pytorch_lightning" in sys.modules:
         _BASES = (_pl.Callback, _other)
 
 
-def _scalars(metrics: Dict[str, Any]) -> Dict[str, float]:
-    """Return the entries of ``metrics`` that convert to one float."""
-    scalars: Dict[str, float] = {}
-    for name, value in metrics.items():
-        try:
-            if isinstance(value, torch.Tensor):
-                if value.numel() != 1:
-                    continue
-                number = float(value.detach().cpu().item())
-            elif isinstance(value, numbers.Real):
-                number = float(value)
-            else:
-                continue
-        except (TypeError, ValueError, RuntimeError):
-            continue
-        scalars[str(name)] = number
-    return scalars
+def _check_forward(pl_module: Any) -> None:
+    """Raise a clear error when ``pl_module`` does not define ``forward``."""
+    defaults = {nn.Module.forward}
+    for package in (_pl, sys.modules.get("pytorch_lightning")):
+        module_cls = getattr(package, "LightningModule", None)
+        if module_cls is not None:
+            defaults.add(module_cls.forward)
+    if getattr(type(pl_module), "forward", None) in defaults:
+        name = type(pl_module).__name__
+        raise InvalidParameterError(
+            f"InformationMonitorCallback feeds the probe inputs to the "
+            f"LightningModule, but {name} does not define forward. Define "
+            f"{name}.forward to take the probe inputs (a tensor as forward(x), a "
+            "tuple as forward(*x), a dict as forward(**x)) and return the "
+            "model's output, e.g. `def forward(self, x): return self.net(x)`."
+        )
 
 
 class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
@@ -92,15 +93,17 @@ class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
     Raises
     ------
     InvalidParameterError
-        If ``model`` or an argument the monitor does not take is given.
+        If ``model`` or an argument the monitor does not take is given; at
+        ``fit``, if the ``LightningModule`` does not define ``forward``.
 
     Notes
     -----
     Events handled:
 
-    - ``on_fit_start``: creates the monitor on the ``LightningModule`` (already
-      on its device, and on every rank under DDP: the monitor shards the probe
-      set across ranks and rank 0 writes the run).
+    - ``on_fit_start``: checks that the ``LightningModule`` defines
+      ``forward``, then creates the monitor on it (already on its device, and
+      on every rank under DDP: the monitor shards the probe set across ranks
+      and rank 0 writes the run).
     - ``on_train_epoch_end``: calls ``monitor.on_epoch_end(epoch, **scalars)``
       with ``trainer.current_epoch`` and every entry of
       ``trainer.callback_metrics`` that converts to one float (what the module
@@ -116,27 +119,11 @@ class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
 
     def __init__(self, **monitor_kwargs: Any) -> None:
         super().__init__()
-        if "model" in monitor_kwargs:
-            raise InvalidParameterError(
-                "InformationMonitorCallback got a 'model' argument; the monitored "
-                "model is the LightningModule passed to Trainer.fit. Remove "
-                "'model' (and select its submodules with 'layers')."
-            )
-        from ..monitor import InformationMonitor
-
-        parameters = inspect.signature(InformationMonitor).parameters
-        takes_any = any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+        self._monitor_cls, self._takes_total_epochs = check_monitor_kwargs(
+            monitor_kwargs,
+            "InformationMonitorCallback",
+            "the LightningModule passed to Trainer.fit",
         )
-        unknown = sorted(set(monitor_kwargs) - set(parameters))
-        if unknown and not takes_any:
-            accepted = sorted(name for name in parameters if name != "model")
-            raise InvalidParameterError(
-                f"InformationMonitorCallback got unknown argument(s) {unknown}. "
-                f"It accepts the arguments of InformationMonitor: {accepted}."
-            )
-        self._monitor_cls = InformationMonitor
-        self._takes_total_epochs = "total_epochs" in parameters
         self.monitor_kwargs: Dict[str, Any] = dict(monitor_kwargs)
         self.monitor: Optional[Any] = None
         self._open = False
@@ -144,6 +131,7 @@ class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
     # -- Lightning hooks ---------------------------------------------------
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Create the monitor on ``pl_module``."""
+        _check_forward(pl_module)
         kwargs = dict(self.monitor_kwargs)
         max_epochs = getattr(trainer, "max_epochs", None)
         if (
@@ -160,7 +148,7 @@ class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
         """Record the epoch (if scheduled) and store the logged metrics."""
         if self.monitor is None or not self._open:
             return
-        scalars = _scalars(dict(trainer.callback_metrics))
+        scalars = numeric_scalars(dict(trainer.callback_metrics))
         self.monitor.on_epoch_end(int(trainer.current_epoch), **scalars)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -182,12 +170,4 @@ class InformationMonitorCallback(*_BASES):  # type: ignore[misc]
         if self.monitor is None or not self._open:
             return
         self._open = False
-        close = self.monitor.close
-        try:
-            takes_status = "status" in inspect.signature(close).parameters
-        except (TypeError, ValueError):  # pragma: no cover - builtins
-            takes_status = False
-        if takes_status:
-            close(status=status)
-        else:
-            close()
+        close_monitor(self.monitor, status)

@@ -1,9 +1,16 @@
 """Data handling shared by the measures: batches on the model's device, losses.
 
-``data`` is either a pair ``(inputs, targets)`` of arrays or tensors, cut here
-into batches of ``batch_size``, or any iterable of ``(inputs, targets)`` batches
-(a :class:`torch.utils.data.DataLoader`). Every batch is moved to the model's
-device; floating inputs and targets are cast to the model's floating dtype.
+``data`` is either a pair ``(inputs, targets)``, cut here into batches of
+``batch_size``, or any iterable of batches (a
+:class:`torch.utils.data.DataLoader`). The inputs may be a tensor or array, a
+tuple or list of tensors (``model(*inputs)``) or a dict of tensors
+(``model(**inputs)``). A batch is a tuple whose last element is the targets
+(``(x, y)``, ``(ids, mask, y)``) or a dict whose value under ``label_key``
+(default ``"labels"``, else ``"label"``) is. Every batch is moved to the
+model's device; floating inputs and targets are cast to the model's floating
+dtype (integer token ids keep theirs). The model's output is picked from
+whatever it returns with ``output_key`` (see
+:func:`ibmonitor.structures.select_output`).
 
 The module also keeps operation counters (Hessian-vector products, gradient
 evaluations, forward passes over a batch) that the benchmark reads through
@@ -15,27 +22,49 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._batches import check_label_key, label_key_phrase, split_batch, to_structure
 from .._device import model_device, model_dtype
 from .._state import preserved_rng
 from .._validation import as_tensor, check_consistent_samples, check_param
 from ..exceptions import InvalidParameterError
+from ..structures import (
+    OutputKey,
+    call_model,
+    describe_structure,
+    move,
+    n_rows,
+    select_output,
+    slice_rows,
+)
 
 __all__ = [
     "Batches",
     "OperationCounts",
     "batch_accuracy",
+    "check_autograd",
     "counting",
     "evaluate",
     "iter_batches",
     "load_batches",
     "loss_and_grad",
     "mean_loss",
+    "model_output",
     "parameter_groups",
     "trainable_parameters",
 ]
@@ -186,10 +215,58 @@ def _to_device(t: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor
 
 def _data_error(owner: str, data: Any) -> InvalidParameterError:
     return InvalidParameterError(
-        f"The 'data' parameter of {owner} must be a pair (inputs, targets) of "
-        "arrays or tensors, or an iterable of (inputs, targets) batches such as a "
-        f"DataLoader. Got {type(data).__name__} instead."
+        f"The 'data' parameter of {owner} must be a pair (inputs, targets), "
+        "inputs a tensor or array, a tuple of tensors (model(*inputs)) or a dict "
+        "of tensors (model(**inputs)), or an iterable of batches such as a "
+        "DataLoader yielding (inputs..., targets) tuples or dicts with a labels "
+        f"key. Got {type(data).__name__} instead."
     )
+
+
+def _holds_tensors(obj: Any) -> bool:
+    """Whether ``obj`` is or holds a tensor, an array or a mapping."""
+    if isinstance(obj, (torch.Tensor, np.ndarray, Mapping)):
+        return True
+    if isinstance(obj, (tuple, list)):
+        return any(_holds_tensors(v) for v in obj)
+    return False
+
+
+def _is_pair(data: Any) -> bool:
+    """Whether ``data`` is one ``(inputs, targets)`` pair, not a list of batches."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return False
+    targets = data[1]
+    return not isinstance(targets, Mapping) and not (
+        isinstance(targets, (tuple, list)) and _holds_tensors(targets)
+    )
+
+
+def _pair_inputs(x: Any, owner: str) -> Any:
+    if isinstance(x, (tuple, list, Mapping)) and _holds_tensors(x):
+        return to_structure(x, what=f"The inputs of the 'data' parameter of {owner}")
+    return as_tensor(x, name="inputs")
+
+
+def check_autograd(owner: str) -> None:
+    """Raise a clear error where gradients cannot be computed.
+
+    Inside :func:`torch.inference_mode` autograd is off and
+    :func:`torch.enable_grad` cannot turn it on; under :func:`torch.no_grad`
+    the measures turn gradients on themselves, so that is fine.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()``; the message names ``owner``.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{owner} needs gradients of the loss, but it was called inside "
+            "torch.inference_mode(), where autograd is off and cannot be turned "
+            f"back on. Call {owner} outside the inference_mode block "
+            "(torch.no_grad() is fine: the measure enables gradients itself)."
+        )
 
 
 def iter_batches(
@@ -200,51 +277,75 @@ def iter_batches(
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
     owner: str = "measure",
-) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    label_key: Optional[str] = None,
+) -> Iterator[Tuple[Any, torch.Tensor]]:
     """Yield ``(inputs, targets)`` batches on ``device``.
 
     Parameters
     ----------
     data : tuple (inputs, targets) or iterable of batches
-        See the module docstring.
+        A pair ``(inputs, targets)``: ``inputs`` a tensor or array, a tuple or
+        list of tensors (``model(*inputs)``) or a dict of tensors
+        (``model(**inputs)``), cut here into batches of ``batch_size``. Or an
+        iterable of batches (a DataLoader), each a tuple whose **last**
+        element is the targets (``(x, y)``, ``(x1, x2, y)``) or a dict whose
+        value under ``label_key`` is (removed from the inputs).
     device : torch.device
     dtype : torch.dtype
-        Floating tensors are cast to this dtype.
+        Floating tensors are cast to this dtype (integer ones, such as token
+        ids, keep theirs).
     batch_size : int, default=1024
-        Used only for a tensor pair.
+        Used only for a pair.
     max_batches : int, optional
         Stop after this many batches.
     owner : str
         Function name used in error messages.
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
+
+    Yields
+    ------
+    inputs : Tensor, tuple or list of Tensor, or dict of str to Tensor
+    targets : Tensor
     """
-    if isinstance(data, (tuple, list)) and len(data) == 2:
+    check_label_key(label_key, owner)
+    if _is_pair(data):
         x, y = data
         if not hasattr(x, "__len__") or not hasattr(y, "__len__"):
             raise _data_error(owner, data)
-        x = as_tensor(x, name="inputs")
+        x = _pair_inputs(x, owner)
         y = as_tensor(y, name="targets")
-        check_consistent_samples(inputs=x.shape[0], targets=y.shape[0])
-        n = x.shape[0]
+        n = n_rows(x)
+        check_consistent_samples(inputs=n, targets=y.shape[0])
         n_batches = math.ceil(n / batch_size)
         if max_batches is not None:
             n_batches = min(n_batches, max_batches)
         for b in range(n_batches):
             sl = slice(b * batch_size, (b + 1) * batch_size)
-            yield _to_device(x[sl], device, dtype), _to_device(y[sl], device, dtype)
+            yield (
+                move(slice_rows(x, sl), device, dtype),
+                _to_device(y[sl], device, dtype),
+            )
         return
-    if isinstance(data, (str, bytes, torch.Tensor, np.ndarray)) or not hasattr(
-        data, "__iter__"
+    if isinstance(data, (str, bytes, torch.Tensor, np.ndarray, Mapping)) or not (
+        hasattr(data, "__iter__")
     ):
         raise _data_error(owner, data)
     for b, batch in enumerate(data):
         if max_batches is not None and b >= max_batches:
             break
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        x, y = split_batch(batch, label_key=label_key)
+        if y is None:
             raise InvalidParameterError(
-                f"Each batch of the 'data' parameter of {owner} must be a tuple "
-                f"(inputs, targets, ...). Got {type(batch).__name__} instead."
+                f"Each batch of the 'data' parameter of {owner} must hold the "
+                "targets: a tuple (inputs..., targets) with the targets last, or a "
+                f"dict with the key {label_key_phrase(label_key)} (set "
+                f"'label_key' for another key). Got {describe_structure(batch)} "
+                "instead."
             )
-        yield _to_device(batch[0], device, dtype), _to_device(batch[1], device, dtype)
+        x = to_structure(x, what=f"The inputs in batch {b} of the data of {owner}")
+        yield move(x, device, dtype), _to_device(y, device, dtype)
 
 
 @dataclass
@@ -253,17 +354,18 @@ class Batches:
 
     Attributes
     ----------
-    batches : list of (Tensor, Tensor)
+    batches : list of (inputs, Tensor)
+        Inputs of any structure (tensor, tuple, dict) and targets.
     n_samples : int
         Total number of samples over the batches.
     """
 
-    batches: List[Tuple[torch.Tensor, torch.Tensor]]
+    batches: List[Tuple[Any, torch.Tensor]]
     n_samples: int
 
     def weights(self) -> List[float]:
         """Return each batch's share of the samples (they sum to 1)."""
-        return [x.shape[0] / self.n_samples for x, _ in self.batches]
+        return [n_rows(x) / self.n_samples for x, _ in self.batches]
 
 
 def load_batches(
@@ -273,6 +375,7 @@ def load_batches(
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
     owner: str = "measure",
+    label_key: Optional[str] = None,
 ) -> Batches:
     """Read ``data`` once into :class:`Batches` on the model's device.
 
@@ -293,9 +396,10 @@ def load_batches(
                 batch_size=batch_size,
                 max_batches=max_batches,
                 owner=owner,
+                label_key=label_key,
             )
         )
-    n = sum(int(x.shape[0]) for x, _ in batches)
+    n = sum(n_rows(x) for x, _ in batches)
     if n == 0:
         raise InvalidParameterError(
             f"The 'data' parameter of {owner} holds 0 samples; at least 1 is required."
@@ -348,22 +452,48 @@ def _check_loss(loss: torch.Tensor) -> torch.Tensor:
     return loss.reshape(())
 
 
+def model_output(
+    model: nn.Module, x: Any, output_key: OutputKey = None, *, owner: str = "measure"
+) -> torch.Tensor:
+    """Call the model on inputs of any structure; return its output tensor.
+
+    ``model(x)``, ``model(*x)`` or ``model(**x)`` by the structure of ``x``
+    (see :func:`ibmonitor.structures.call_model`), then
+    :func:`ibmonitor.structures.select_output` with ``output_key`` (a tensor
+    as is; ``logits`` of a dict or Hugging Face ``ModelOutput``; else the
+    element ``output_key`` names).
+
+    Raises
+    ------
+    InvalidParameterError
+        The output is not a tensor and ``output_key`` does not pick one; the
+        message names ``owner``.
+    """
+    return select_output(call_model(model, x), output_key, owner=owner)
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loss_fn: LossFn, batches: Any
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Any,
+    *,
+    output_key: OutputKey = None,
+    owner: str = "measure",
 ) -> Tuple[float, float, int]:
     """Return (mean loss, accuracy, n_samples) over an iterable of batches.
 
     The loss is the sample-weighted mean of ``loss_fn`` over batches (so
     ``loss_fn`` must average over its batch); accuracy is NaN where
-    :func:`batch_accuracy` gives None for some batch.
+    :func:`batch_accuracy` gives None for some batch. ``output_key`` picks
+    the output tensor (see :func:`model_output`).
     """
     total, correct, n = 0.0, 0, 0
     acc_defined = True
     for x, y in batches:
-        out = model(x)
+        out = model_output(model, x, output_key, owner=owner)
         _count("forward")
-        nb = int(x.shape[0])
+        nb = n_rows(x)
         total += float(_check_loss(loss_fn(out, y))) * nb
         c = batch_accuracy(out, y) if acc_defined else None
         if c is None:
@@ -376,9 +506,18 @@ def evaluate(
     return total / n, (correct / n if acc_defined else math.nan), n
 
 
-def mean_loss(model: nn.Module, loss_fn: LossFn, batches: Batches) -> float:
+def mean_loss(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Batches,
+    *,
+    output_key: OutputKey = None,
+    owner: str = "measure",
+) -> float:
     """Return the training loss averaged over ``batches`` (no gradient)."""
-    return evaluate(model, loss_fn, batches.batches)[0]
+    return evaluate(
+        model, loss_fn, batches.batches, output_key=output_key, owner=owner
+    )[0]
 
 
 def loss_and_grad(
@@ -386,17 +525,27 @@ def loss_and_grad(
     loss_fn: LossFn,
     batches: Batches,
     params: Sequence[torch.Tensor],
+    *,
+    output_key: OutputKey = None,
+    owner: str = "measure",
 ) -> Tuple[float, List[torch.Tensor]]:
     """Return the mean loss over ``batches`` and its gradient w.r.t. ``params``.
 
     Gradients are accumulated batch by batch (``torch.autograd.grad``), so the
     parameters' ``.grad`` stay untouched and one batch's graph is alive at a time.
+
+    Raises
+    ------
+    RuntimeError
+        Inside ``torch.inference_mode()`` (see :func:`check_autograd`).
     """
+    check_autograd(owner)
     total = 0.0
     grads = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
         for (x, y), w in zip(batches.batches, batches.weights()):
-            loss = _check_loss(loss_fn(model(x), y)) * w
+            out = model_output(model, x, output_key, owner=owner)
+            loss = _check_loss(loss_fn(out, y)) * w
             _count("forward")
             gs = torch.autograd.grad(loss, params, allow_unused=True)
             for acc, g in zip(grads, gs):

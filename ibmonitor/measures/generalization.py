@@ -17,6 +17,7 @@ from torch import nn
 from .._device import model_device, model_dtype
 from .._state import preserve_state
 from .._validation import check_param
+from ..structures import OutputKey
 from ._data import evaluate, iter_batches
 from .registry import MeasureContext, register_measure
 
@@ -66,6 +67,8 @@ def generalization_gap(
     *,
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> GeneralizationGap:
     """Return loss and accuracy on training and test data and the gap between them.
 
@@ -79,12 +82,23 @@ def generalization_gap(
         ``loss_fn(output, target) -> scalar tensor``, the mean over the batch
         (``reduction="mean"``), e.g. :class:`torch.nn.CrossEntropyLoss`.
     train_data, test_data : tuple (inputs, targets) or iterable of batches
-        A pair of arrays/tensors (cut into batches of ``batch_size``) or a
-        DataLoader yielding ``(inputs, targets)``.
+        A pair ``(inputs, targets)`` (cut into batches of ``batch_size``),
+        ``inputs`` a tensor or array, a tuple of tensors (``model(*inputs)``)
+        or a dict of tensors (``model(**inputs)``); or a DataLoader yielding
+        ``(x, y)`` or ``(x1, x2, ..., y)`` tuples (targets last) or dicts with
+        a labels key.
     batch_size : int, default=1024
-        Batch size for a tensor pair.
+        Batch size for a pair.
     max_batches : int, optional
         Evaluate at most this many batches of each set.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`): ``None`` takes a tensor as
+        is and the ``logits`` of a dict or Hugging Face ``ModelOutput``; an int
+        indexes a tuple; a str names a key or attribute.
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
@@ -92,6 +106,12 @@ def generalization_gap(
         ``.train_loss .test_loss .train_acc .test_acc .loss_gap .acc_gap``.
         Accuracy is the argmax of (n, C) outputs, or ``output > 0`` for a single
         logit; NaN for other outputs.
+
+    Raises
+    ------
+    InvalidParameterError
+        Malformed data, a bad parameter, or an output that is not a tensor
+        and that ``output_key`` does not resolve.
 
     Notes
     -----
@@ -123,8 +143,11 @@ def generalization_gap(
                 batch_size=batch_size,
                 max_batches=max_batches,
                 owner=f"{owner} ({name})",
+                label_key=label_key,
             )
-            results.append(evaluate(model, loss_fn, batches))
+            results.append(
+                evaluate(model, loss_fn, batches, output_key=output_key, owner=owner)
+            )
     (tr_loss, tr_acc, n_tr), (te_loss, te_acc, n_te) = results
     return GeneralizationGap(
         train_loss=tr_loss,

@@ -33,11 +33,14 @@ from torch import nn
 from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning
+from ..structures import OutputKey
 from ._data import (
     Batches,
     _check_loss,
     _count,
+    check_autograd,
     load_batches,
+    model_output,
     parameter_groups,
     trainable_parameters,
 )
@@ -138,6 +141,8 @@ def hessian_vector_product(
     batches: Batches,
     params: Sequence[torch.Tensor],
     vector: Sequence[torch.Tensor],
+    *,
+    output_key: OutputKey = None,
 ) -> List[torch.Tensor]:
     """Return ``H v`` for the mean loss over ``batches`` (double backward).
 
@@ -156,16 +161,27 @@ def hessian_vector_product(
         The parameters ``w`` (their block of the Hessian is used).
     vector : sequence of Tensor
         ``v``, shaped like ``params``.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
 
     Returns
     -------
     hv : list of Tensor
         Shaped like ``params``.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()``, where no gradient exists.
     """
+    owner = "hessian_vector_product"
+    check_autograd(owner)
     out = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
         for (x, y), w in zip(batches.batches, batches.weights()):
-            loss = _check_loss(loss_fn(model(x), y)) * w
+            output = model_output(model, x, output_key, owner=owner)
+            loss = _check_loss(loss_fn(output, y)) * w
             _count("forward")
             grads = torch.autograd.grad(
                 loss, params, create_graph=True, allow_unused=True
@@ -197,8 +213,9 @@ def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.T
 class _Operator:
     """``v -> H v`` on flat vectors for a fixed model, loss, data and params."""
 
-    def __init__(self, model, loss_fn, batches, params):
+    def __init__(self, model, loss_fn, batches, params, output_key=None):
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
+        self.output_key = output_key
         self.params = list(params)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
@@ -213,6 +230,7 @@ class _Operator:
             self.batches,
             self.params,
             _unflatten(v, self.params),
+            output_key=self.output_key,
         )
         return flatten(hv, self.dtype)
 
@@ -366,6 +384,8 @@ def hessian_eigenvalues(
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
     return_eigenvectors: bool = False,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> Union[HessianEigenvalues, Dict[str, HessianEigenvalues]]:
     """Return the top-k eigenvalues of the Hessian of the training loss.
 
@@ -380,7 +400,8 @@ def hessian_eigenvalues(
         ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
     data : tuple (inputs, targets) or iterable of batches
         Training data; a DataLoader is read once, so a shuffling loader gives
-        the same Hessian for every product.
+        the same Hessian for every product. Inputs of any structure (a tuple
+        or dict of tensors, see :func:`generalization_gap`).
     k : int, default=1
         How many eigenvalues (the algebraically largest).
     method : {"lanczos", "power"}, default="lanczos"
@@ -408,12 +429,23 @@ def hessian_eigenvalues(
         Use only the first ``max_batches`` batches (bounds time and memory).
     return_eigenvectors : bool, default=False
         Attach unit eigenvectors (split like the parameters) as ``.eigenvectors``.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
     eigenvalues : HessianEigenvalues or dict of str to HessianEigenvalues
         A tuple of ``k`` floats, largest first, with ``.n_hvp``, ``.n_iter``,
         ``.converged``.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine).
 
     Warns
     -----
@@ -434,6 +466,7 @@ def hessian_eigenvalues(
     Hessian", IEEE BigData (2020).
     """
     owner = "hessian_eigenvalues"
+    check_autograd(owner)
     check_param(k, "k", owner, kind="int", low=1)
     check_param(method, "method", owner, kind="option", options=("lanczos", "power"))
     check_param(max_iter, "max_iter", owner, kind="int", low=1)
@@ -441,7 +474,12 @@ def hessian_eigenvalues(
     _check_common(owner, seed, batch_size, max_batches)
     groups = _groups(model, params, per_layer, owner)
     batches = load_batches(
-        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+        data,
+        model,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        owner=owner,
+        label_key=label_key,
     )
     solver = _lanczos if method == "lanczos" else _power
     results: Dict[str, HessianEigenvalues] = {}
@@ -449,7 +487,7 @@ def hessian_eigenvalues(
         model.eval()
         for name, named in groups.items():
             tensors = [p for _, p in named]
-            op = _Operator(model, loss_fn, batches, tensors)
+            op = _Operator(model, loss_fn, batches, tensors, output_key)
             gen = seeded_generator(op.device, seed)
             values, vectors, n_iter, converged = solver(op, k, max_iter, tol, gen)
             if not converged:
@@ -488,6 +526,8 @@ def hessian_trace(
     seed: int = 0,
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> Union[HessianTrace, Dict[str, HessianTrace]]:
     """Estimate the trace of the Hessian of the training loss (Hutchinson).
 
@@ -517,11 +557,22 @@ def hessian_trace(
         Batch size for a tensor pair.
     max_batches : int, optional
         Use only the first ``max_batches`` batches.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
     trace : HessianTrace or dict of str to HessianTrace
         ``.mean`` and ``.stderr``.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine).
 
     Notes
     -----
@@ -536,17 +587,23 @@ def hessian_trace(
     matrix", JACM (2011).
     """
     owner = "hessian_trace"
+    check_autograd(owner)
     check_param(n_samples, "n_samples", owner, kind="int", low=1)
     _check_common(owner, seed, batch_size, max_batches)
     groups = _groups(model, params, per_layer, owner)
     batches = load_batches(
-        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+        data,
+        model,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        owner=owner,
+        label_key=label_key,
     )
     results: Dict[str, HessianTrace] = {}
     with preserve_state(model, parameters=True):
         model.eval()
         for name, named in groups.items():
-            op = _Operator(model, loss_fn, batches, [p for _, p in named])
+            op = _Operator(model, loss_fn, batches, [p for _, p in named], output_key)
             gen = seeded_generator(op.device, seed)
             samples = []
             for _ in range(n_samples):
@@ -577,13 +634,21 @@ def _hessian_measure(
     ``hessian/top_eigenvalue`` (``hessian/eigenvalue_2``... for ``k > 1``),
     ``hessian/trace``, ``hessian/trace_stderr``; with ``per_layer``
     ``hessian/<layer>/...``. ``n_samples`` goes to the trace (20 here, not
-    100); ``params``, ``per_layer``, ``seed``, ``batch_size`` and
-    ``max_batches`` to both.
+    100); ``params``, ``per_layer``, ``seed``, ``batch_size``,
+    ``max_batches``, ``output_key`` and ``label_key`` to both.
     """
     n_samples = options.pop("n_samples", 20)
     shared = {
         k: options[k]
-        for k in ("params", "per_layer", "seed", "batch_size", "max_batches")
+        for k in (
+            "params",
+            "per_layer",
+            "seed",
+            "batch_size",
+            "max_batches",
+            "output_key",
+            "label_key",
+        )
         if k in options
     }
     model, loss_fn, data = context.model, context.loss_fn, context.train_data

@@ -22,6 +22,7 @@ from .._device import model_device, model_dtype
 from .._state import preserve_state, preserved_rng
 from .._validation import as_tensor, check_param
 from ..exceptions import InvalidParameterError
+from ..structures import OutputKey, select_output
 from ._data import iter_batches
 from .registry import MeasureContext, register_measure
 
@@ -184,7 +185,9 @@ def _conv_input_sizes(
     return sizes
 
 
-def path_norm(model: nn.Module, input_shape: Sequence[int]) -> float:
+def path_norm(
+    model: nn.Module, input_shape: Sequence[int], *, output_key: OutputKey = None
+) -> float:
     """Return Neyshabur et al.'s (squared) l2 path norm, by a forward pass.
 
     A copy of the model, with every parameter squared and in eval mode, is fed
@@ -193,7 +196,9 @@ def path_norm(model: nn.Module, input_shape: Sequence[int]) -> float:
     over all input-output paths of the product of squared weights (biases count
     as paths from a constant unit). Other nonlinearities and batch-norm (which
     keeps its running statistics) make it a heuristic, as in the public code of
-    Jiang et al. The original model is never modified.
+    Jiang et al. The original model is never modified. ``output_key`` picks
+    the output from what the model returns (see
+    :func:`ibmonitor.structures.select_output`).
     """
     device, dtype = model_device(model), model_dtype(model)
     twin = copy.deepcopy(model)
@@ -203,6 +208,7 @@ def path_norm(model: nn.Module, input_shape: Sequence[int]) -> float:
             p.pow_(2)
         twin.eval()
         out = twin(torch.ones((1, *input_shape), device=device, dtype=dtype))
+        out = select_output(out, output_key, owner="path_norm")
     return float(out.sum().abs())
 
 
@@ -217,6 +223,7 @@ def norms(
     n_iter: int = 100,
     tol: float = 1e-6,
     seed: int = 0,
+    output_key: OutputKey = None,
 ) -> pd.DataFrame:
     """Return per-layer and total norms of the model's weights.
 
@@ -244,6 +251,9 @@ def norms(
         Relative tolerance of the power iteration.
     seed : int, default=0
         Seed of the power iteration's start vectors.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output, for the path norm
+        (see :func:`ibmonitor.structures.select_output`).
 
     Returns
     -------
@@ -363,7 +373,9 @@ def norms(
             )
         path = math.nan
         if input_shape is not None:
-            path = path_norm(model, tuple(int(s) for s in input_shape))
+            path = path_norm(
+                model, tuple(int(s) for s in input_shape), output_key=output_key
+            )
     total_params = sum(p.numel() for p in model.parameters())
     rows.append(
         {
@@ -382,8 +394,15 @@ def norms(
     return frame.astype({"n_params": np.int64})
 
 
-def _first_input(model: nn.Module, data: Any) -> Optional[torch.Tensor]:
-    """Return one input of ``data`` (for the path norm), or None if unreadable."""
+def _first_input(
+    model: nn.Module, data: Any, label_key: Optional[str] = None
+) -> Optional[torch.Tensor]:
+    """Return one input of ``data`` (for the path norm), or None if unreadable.
+
+    None also for structured inputs (a tuple or dict of tensors, e.g. token
+    ids): the path norm feeds an all-ones tensor, which only a model of one
+    float input takes.
+    """
     try:
         with preserved_rng():  # a shuffling DataLoader draws from the global RNG
             for x, _ in iter_batches(
@@ -393,7 +412,10 @@ def _first_input(model: nn.Module, data: Any) -> Optional[torch.Tensor]:
                 batch_size=1,
                 max_batches=1,
                 owner="the 'norms' measure",
+                label_key=label_key,
             ):
+                if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+                    return None
                 return x[:1]
     except (InvalidParameterError, TypeError, ValueError):
         return None
@@ -407,11 +429,14 @@ def _norms_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
     Layers: ``frobenius``, ``spectral``, ``spectral_fft``, ``distance_to_init``;
     ``total``: ``frobenius``, ``distance_to_init``, ``log_spectral_sum``,
     ``path``, ``n_params``. ``init`` defaults to ``context.init``; the path
-    norm's input shape to that of the first training input.
+    norm's input shape to that of the first training input (no path norm for
+    structured or integer inputs, such as token ids).
     """
     options.setdefault("init", context.init)
     if "input_shape" not in options and "example_input" not in options:
-        options["example_input"] = _first_input(context.model, context.train_data)
+        options["example_input"] = _first_input(
+            context.model, context.train_data, context.label_key
+        )
     frame = norms(context.model, **options)
     out: Dict[str, float] = {}
     for row in frame.to_dict("records"):

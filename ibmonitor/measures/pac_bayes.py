@@ -21,6 +21,7 @@ from torch import nn
 from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning, InvalidParameterError
+from ..structures import OutputKey
 from ._data import evaluate, load_batches, trainable_parameters
 from ._perturb import flatten, perturbation_std, perturbed_samples
 from .registry import MeasureContext, register_measure
@@ -167,6 +168,8 @@ def pac_bayes(
     seed: int = 0,
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> PACBayesResult:
     """Find the PAC-Bayes noise scale ``sigma``; return flatness and bound.
 
@@ -229,6 +232,12 @@ def pac_bayes(
         Batch size for a tensor pair.
     max_batches : int, optional
         Use only the first ``max_batches`` batches.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
@@ -281,7 +290,12 @@ def pac_bayes(
     named = trainable_parameters(model, params, owner=owner)
     params_t = [p for _, p in named]
     batches = load_batches(
-        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+        data,
+        model,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        owner=owner,
+        label_key=label_key,
     )
     m = batches.n_samples if n_train is None else n_train
     check_param(m, "n_train", owner, kind="int", low=2)
@@ -290,7 +304,9 @@ def pac_bayes(
     w0 = _init_vector(init, named, dtype, device, owner)
 
     def accuracy() -> float:
-        return evaluate(model, loss_fn, batches.batches)[1]
+        return evaluate(
+            model, loss_fn, batches.batches, output_key=output_key, owner=owner
+        )[1]
 
     with preserve_state(model, parameters=True):
         model.eval()

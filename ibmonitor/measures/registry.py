@@ -45,6 +45,7 @@ from torch import nn
 
 from .._state import preserve_state
 from ..exceptions import InvalidParameterError
+from ..structures import OutputKey
 
 __all__ = [
     "COSTS",
@@ -66,6 +67,9 @@ COSTS: Tuple[str, ...] = ("cheap", "expensive")
 
 #: Context fields a measure may require (``requires=``).
 _CONTEXT_FIELDS = ("loss_fn", "train_data", "test_data", "init")
+
+#: Context fields handed to every measure that takes them as options.
+_CONTEXT_OPTIONS = ("output_key", "label_key")
 
 #: Positional data parameters of the measure functions: never options.
 _DATA_PARAMETERS = frozenset(
@@ -93,6 +97,12 @@ class MeasureContext:
         Held-out data (the ``gap`` measure needs it).
     init : dict or Module, optional
         Parameters at initialization (a copy of ``model.state_dict()``).
+    output_key : None, int or str, optional
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`); given to every measure
+        that takes an ``output_key`` option and was not given one.
+    label_key : str, optional
+        Key of the targets in dict batches; given like ``output_key``.
     """
 
     model: nn.Module
@@ -100,6 +110,8 @@ class MeasureContext:
     train_data: Any = None
     test_data: Any = None
     init: Union[Mapping[str, torch.Tensor], nn.Module, None] = None
+    output_key: OutputKey = None
+    label_key: Optional[str] = None
 
 
 def _keyword_names(func: Callable[..., Any], *, skip_first: bool) -> Optional[set]:
@@ -177,8 +189,19 @@ class Measure:
 
         The model is restored exactly afterwards (parameters, gradients,
         buffers, modes and random generators), even when the function raises.
+        The context's ``output_key`` and ``label_key``, when not None, are
+        passed to a measure whose accepted options name them (unless given).
         """
         merged = self.check_options(options)
+        for name in _CONTEXT_OPTIONS:
+            value = getattr(context, name)
+            if (
+                value is not None
+                and name not in merged
+                and self.option_names is not None
+                and name in self.option_names
+            ):
+                merged[name] = value
         for name in self.requires:
             if getattr(context, name) is None:
                 raise InvalidParameterError(f"The {self.name!r} measure needs {name}.")

@@ -17,8 +17,10 @@ from torch import nn
 
 from .._state import preserve_state
 from .._validation import check_param
+from ..structures import OutputKey
 from ._data import (
     Batches,
+    check_autograd,
     load_batches,
     loss_and_grad,
     mean_loss,
@@ -61,13 +63,19 @@ def _prepare(
     batch_size: int,
     max_batches: Any,
     owner: str,
+    label_key: Optional[str] = None,
 ) -> Tuple[Batches, List[torch.Tensor]]:
     check_param(batch_size, "batch_size", owner, kind="int", low=1)
     if max_batches is not None:
         check_param(max_batches, "max_batches", owner, kind="int", low=1)
     tensors = [p for _, p in trainable_parameters(model, params, owner=owner)]
     batches = load_batches(
-        data, model, batch_size=batch_size, max_batches=max_batches, owner=owner
+        data,
+        model,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        owner=owner,
+        label_key=label_key,
     )
     return batches, tensors
 
@@ -87,6 +95,8 @@ def worst_case_sharpness(
     seed: int = 0,
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> float:
     """Return Keskar et al.'s worst-case sharpness, in percent.
 
@@ -128,11 +138,22 @@ def worst_case_sharpness(
         Batch size for a tensor pair.
     max_batches : int, optional
         Use only the first ``max_batches`` batches.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
     sharpness : float
         Percentage; at least 0 because ``z = 0`` is in the box.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine).
 
     Notes
     -----
@@ -162,20 +183,23 @@ def worst_case_sharpness(
     deep learning: generalization gap and sharp minima", ICLR (2017).
     """
     owner = "worst_case_sharpness"
+    check_autograd(owner)
     check_param(eps, "eps", owner, low=0.0, low_closed=False)
     check_param(n_steps, "n_steps", owner, kind="int", low=1)
     check_param(step_size, "step_size", owner, low=0.0, low_closed=False)
     check_param(seed, "seed", owner, kind="int", low=0)
     if subspace_dim is not None:
         check_param(subspace_dim, "subspace_dim", owner, kind="int", low=1)
-    batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
+    batches, params_t = _prepare(
+        model, data, params, batch_size, max_batches, owner, label_key
+    )
     with preserve_state(model, parameters=True):
         model.eval()
         device, dtype = params_t[0].device, params_t[0].dtype
         gen = seeded_generator(device, seed)
         base = [p.detach().clone() for p in params_t]
         w = flatten(base, dtype)
-        loss0 = mean_loss(model, loss_fn, batches)
+        loss0 = mean_loss(model, loss_fn, batches, output_key=output_key, owner=owner)
         if subspace_dim is None:
             a_mat = None
             bound = eps * (w.abs() + 1)
@@ -193,7 +217,9 @@ def worst_case_sharpness(
         for t in range(n_steps):
             z = y if a_mat is None else a_mat @ y
             set_parameters(params_t, base, z)
-            loss, grads = loss_and_grad(model, loss_fn, batches, params_t)
+            loss, grads = loss_and_grad(
+                model, loss_fn, batches, params_t, output_key=output_key, owner=owner
+            )
             best = max(best, loss)
             g = flatten(grads, dtype)
             if a_mat is not None:
@@ -202,7 +228,10 @@ def worst_case_sharpness(
             y = torch.clamp(y + alpha * bound * torch.sign(g), -bound, bound)
         z = y if a_mat is None else a_mat @ y
         set_parameters(params_t, base, z)
-        best = max(best, mean_loss(model, loss_fn, batches))
+        best = max(
+            best,
+            mean_loss(model, loss_fn, batches, output_key=output_key, owner=owner),
+        )
     value = 100.0 * (best - loss0) / (1.0 + loss0)
     logger.debug("worst_case_sharpness: L(w)=%g max=%g -> %g%%", loss0, best, value)
     return float(value)
@@ -223,17 +252,25 @@ def _expected_sharpness(
     seed: int,
     batch_size: int,
     max_batches: Optional[int],
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
     owner: str = "expected_sharpness",
 ) -> Tuple[float, float]:
     check_param(sigma, "sigma", owner, low=0.0)
     check_param(magnitude_eps, "magnitude_eps", owner, low=0.0)
     check_param(n_samples, "n_samples", owner, kind="int", low=1)
     check_param(seed, "seed", owner, kind="int", low=0)
-    batches, params_t = _prepare(model, data, params, batch_size, max_batches, owner)
+    batches, params_t = _prepare(
+        model, data, params, batch_size, max_batches, owner, label_key
+    )
+
+    def loss() -> float:
+        return mean_loss(model, loss_fn, batches, output_key=output_key, owner=owner)
+
     with preserve_state(model, parameters=True):
         model.eval()
         dtype = params_t[0].dtype
-        loss0 = mean_loss(model, loss_fn, batches)
+        loss0 = loss()
         std = perturbation_std(
             flatten(params_t, dtype), sigma, magnitude_aware, magnitude_eps
         )
@@ -243,7 +280,7 @@ def _expected_sharpness(
             n_samples,
             antithetic,
             seed,
-            lambda: mean_loss(model, loss_fn, batches),
+            loss,
         )
     diffs = [v - loss0 for v in losses]
     mean = sum(diffs) / len(diffs)
@@ -269,6 +306,8 @@ def expected_sharpness(
     seed: int = 0,
     batch_size: int = 1024,
     max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> float:
     """Return the expected sharpness ``E_nu[L(w + nu)] - L(w)`` by Monte Carlo.
 
@@ -304,6 +343,12 @@ def expected_sharpness(
         Batch size for a tensor pair.
     max_batches : int, optional
         Use only the first ``max_batches`` batches.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
 
     Returns
     -------
@@ -339,6 +384,8 @@ def expected_sharpness(
         seed=seed,
         batch_size=batch_size,
         max_batches=max_batches,
+        output_key=output_key,
+        label_key=label_key,
     )
     return mean
 

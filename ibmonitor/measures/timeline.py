@@ -17,10 +17,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .._batches import check_label_key
 from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import InvalidParameterError, MonitorWarning
 from ..schedules import PlannedSchedule, make_schedule
+from ..structures import OutputKey
 from .registry import Measure, MeasureContext, resolve_measures, scalar_values
 
 __all__ = ["MeasureSet", "compute_measures"]
@@ -68,6 +70,17 @@ def _run(
     return result
 
 
+def _check_keys(output_key: Any, label_key: Any, owner: str) -> None:
+    if output_key is not None and (
+        isinstance(output_key, bool) or not isinstance(output_key, (int, str))
+    ):
+        raise InvalidParameterError(
+            f"The 'output_key' parameter of {owner} must be None, an int or a str. "
+            f"Got {output_key!r} instead."
+        )
+    check_label_key(label_key, owner)
+
+
 def compute_measures(
     measures: Any,
     model: nn.Module,
@@ -78,6 +91,8 @@ def compute_measures(
     *,
     options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     on_error: str = "raise",
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
 ) -> Dict[str, float]:
     """Compute measures and return them as one flat dict of scalars.
 
@@ -106,6 +121,16 @@ def compute_measures(
     on_error : {"raise", "warn"}, default="raise"
         With ``"warn"``, a failing measure emits a :class:`MonitorWarning` and
         is left out; the others still run.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output, for every measure
+        that evaluates the model (see
+        :func:`ibmonitor.structures.select_output`): ``None`` takes a tensor
+        as is and the ``logits`` of a dict or Hugging Face ``ModelOutput``;
+        an int indexes a tuple; a str names a key or attribute. Plain
+        functions do not get it.
+    label_key : str, optional
+        Key of the targets in dict batches of the data; default ``"labels"``,
+        else ``"label"``.
 
     Returns
     -------
@@ -159,8 +184,11 @@ def compute_measures(
         kind="option",
         options=("raise", "warn"),
     )
+    _check_keys(output_key, label_key, "compute_measures")
     pairs = resolve_measures(measures, options)
-    context = MeasureContext(model, loss_fn, train_data, test_data, init_state)
+    context = MeasureContext(
+        model, loss_fn, train_data, test_data, init_state, output_key, label_key
+    )
     return _run(pairs, context, on_error=on_error)
 
 
@@ -211,6 +239,16 @@ class MeasureSet:
         Without a schedule, expensive measures run on the 1st call of
         :meth:`compute`, then on every ``expensive_every``-th, and on the last
         (``last=True``); cheap ones on every call.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output, for every measure
+        that evaluates the model (see
+        :func:`ibmonitor.structures.select_output`): ``None`` takes a tensor
+        as is and the ``logits`` of a dict or Hugging Face ``ModelOutput``;
+        an int indexes a tuple; a str names a key or attribute. Plain
+        functions do not get it.
+    label_key : str, optional
+        Key of the targets in dict batches of the data; default ``"labels"``,
+        else ``"label"``.
 
     Attributes
     ----------
@@ -255,8 +293,11 @@ class MeasureSet:
         test_data: Any = None,
         schedule: Any = None,
         expensive_every: int = EXPENSIVE_EVERY,
+        output_key: OutputKey = None,
+        label_key: Optional[str] = None,
     ) -> None:
         owner = "MeasureSet"
+        _check_keys(output_key, label_key, owner)
         self._pairs = [] if measures is None else resolve_measures(measures)
         if not self._pairs:
             raise InvalidParameterError(
@@ -287,6 +328,8 @@ class MeasureSet:
         self.train_data = train_data
         self.test_data = test_data
         self.expensive_every = int(expensive_every)
+        self.output_key = output_key
+        self.label_key = label_key
         self._schedule_spec = schedule
         self._schedule: Optional[PlannedSchedule] = (
             None if schedule is None else make_schedule(schedule)  # validates it
@@ -404,7 +447,13 @@ class MeasureSet:
         pairs = [(m, o) for m, o in self._pairs if expensive or m.cost != "expensive"]
         self.last_errors = []
         context = MeasureContext(
-            model, self.loss_fn, self.train_data, self.test_data, self._init
+            model,
+            self.loss_fn,
+            self.train_data,
+            self.test_data,
+            self._init,
+            self.output_key,
+            self.label_key,
         )
         with preserve_state(model):
             return _run(
@@ -419,8 +468,8 @@ class MeasureSet:
         """Return a JSON-ready description (for ``run.json``).
 
         Keys: ``names``, ``options`` (per measure, with defaults), ``costs``,
-        ``schedule`` (the schedule's config and ``spec``, or None) and
-        ``expensive_every``.
+        ``schedule`` (the schedule's config and ``spec``, or None),
+        ``expensive_every``, ``output_key`` and ``label_key``.
         """
         schedule = None
         if self._schedule is not None:
@@ -434,6 +483,8 @@ class MeasureSet:
             "costs": {m.name: m.cost for m, _ in self._pairs},
             "schedule": schedule,
             "expensive_every": self.expensive_every,
+            "output_key": self.output_key,
+            "label_key": self.label_key,
         }
 
     def __repr__(self) -> str:

@@ -13,12 +13,18 @@ Routes (under ``/data/plugin/ibmonitor``)
     for every run with information-plane data, sorted by run name.
 ``/information?run=R[&estimator=E][&probe=P]``
     ``{"run": R, "series": [{"probe", "estimator", "layer", "layer_index",
-    "epochs", "i_xt", "i_ty"}], "log_epochs": bool, "x_title": ...,
-    "y_title": ...}``, one series per layer in model order; values in bits,
-    non-finite values as ``null``. ``log_epochs`` says whether to colour the
-    epochs on a log scale (:func:`ibmonitor.schema.epochs_look_log` on the
-    recorded epochs, as the plotly figures and the TensorBoard images decide
-    without a schedule); the titles are :data:`ibmonitor.schema.X_TITLE` and
+    "epochs", "i_xt", "i_ty", "pinned", "resolution"}], "log_epochs": bool,
+    "x_title": ..., "y_title": ..., "min_span": [x, y]}``, one series per
+    layer in model order; values in bits, non-finite values as ``null``.
+    ``pinned`` marks each point the estimator flagged as pinned by the sample
+    size (false where the run did not record the flag), ``resolution`` the
+    estimator's resolution in bits (``null`` where not recorded), and
+    ``min_span`` the smallest axis spans to draw (:data:`MIN_PLANE_SPAN`
+    widened to the largest resolution), as the plotly figures use.
+    ``log_epochs`` says whether to colour the epochs on a log scale
+    (:func:`ibmonitor.schema.epochs_look_log` on the recorded epochs, as the
+    plotly figures and the TensorBoard images decide without a schedule);
+    the titles are :data:`ibmonitor.schema.X_TITLE` and
     :data:`~ibmonitor.schema.Y_TITLE`.
 ``/scalars?run=R``
     ``{"run": R, "panels": {"Loss": {tag: {"epochs", "values"}}, "Accuracy":
@@ -36,7 +42,8 @@ Routes (under ``/data/plugin/ibmonitor``)
 The data are the tensor summaries written by
 :class:`ibmonitor.tensorboard.writer.TensorBoardWriter`: tag
 ``ibmonitor/<probe>/<estimator>/<layer>``, a float64 tensor ``[i_xt, i_ty]``
-per epoch, plugin name ``ibmonitor``, ``DATA_CLASS_TENSOR``, and the JSON
+per epoch (followed by ``pinned`` and ``resolution`` where the rows had
+them), plugin name ``ibmonitor``, ``DATA_CLASS_TENSOR``, and the JSON
 ``{"version", "probe", "estimator", "layer", "layer_index"}`` as plugin content.
 """
 
@@ -57,6 +64,7 @@ from werkzeug import wrappers
 
 from ..schema import (
     DEFAULT_PROBE,
+    MIN_PLANE_SPAN,
     PANELS,
     X_TITLE,
     Y_TITLE,
@@ -65,7 +73,7 @@ from ..schema import (
     scalar_panel,
 )
 
-__all__ = ["PLUGIN_NAME", "InformationPlanePlugin"]
+__all__ = ["MIN_PLANE_SPAN", "PLUGIN_NAME", "InformationPlanePlugin"]
 
 logger = logging.getLogger(__name__)
 
@@ -248,18 +256,33 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                         "epochs": [int(point.step) for point in points],
                         "i_xt": [_finite(v[0]) if v.size > 0 else None for v in values],
                         "i_ty": [_finite(v[1]) if v.size > 1 else None for v in values],
+                        "pinned": [
+                            bool(v.size > 2 and _finite(v[2]) and v[2] > 0.5)
+                            for v in values
+                        ],
+                        "resolution": [
+                            _finite(v[3]) if v.size > 3 else None for v in values
+                        ],
                     }
                 )
         series.sort(
             key=lambda s: (s["probe"], s["estimator"], s["layer_index"], s["layer"])
         )
         epochs = [e for s in series for e in s["epochs"]]
+        resolution = max(
+            (r for s in series for r in s["resolution"] if r is not None),
+            default=0.0,
+        )
         return {
             "run": run,
             "series": series,
             "log_epochs": epochs_look_log(epochs),
             "x_title": X_TITLE,
             "y_title": Y_TITLE,
+            "min_span": [
+                max(MIN_PLANE_SPAN[0], resolution),
+                max(MIN_PLANE_SPAN[1], resolution),
+            ],
         }
 
     def scalars_impl(self, ctx: Any, *, experiment: str, run: str) -> dict:

@@ -274,7 +274,9 @@ class TensorBoardWriter:
         rows : iterable of dict
             The rows given to ``RunWriter.append_information``: ``layer``,
             ``estimator``, ``i_xt``, ``i_ty`` (bits), optional ``probe``
-            (default ``"default"``); other keys are ignored here.
+            (default ``"default"``), and the estimator's ``pinned`` flag and
+            ``resolution`` (bits) where present, which the plugin's tensor
+            carries after the two coordinates; other keys are ignored here.
         """
         from tensorboard.util import tensor_util
 
@@ -286,6 +288,13 @@ class TensorBoardWriter:
             probe = str(row.get("probe") or DEFAULT_PROBE)
             i_xt = _as_float(row.get("i_xt"))
             i_ty = _as_float(row.get("i_ty"))
+            # [i_xt, i_ty] then, where the row has them, the estimator's
+            # pinned flag and resolution (always in this order; NaN if absent)
+            values = [i_xt, i_ty]
+            if "resolution" in row:
+                values += [_as_float(row.get("pinned")), _as_float(row["resolution"])]
+            elif "pinned" in row:
+                values.append(_as_float(row["pinned"]))
             index = self._layers.setdefault(layer, len(self._layers))
             self._estimators.setdefault(estimator, None)
             self._probes.setdefault(probe, None)
@@ -298,7 +307,7 @@ class TensorBoardWriter:
                 "estimator": estimator,
                 "layer": layer,
                 "layer_index": index,
-                "quantities": ["i_xt", "i_ty"],
+                "quantities": ["i_xt", "i_ty", "pinned", "resolution"][: len(values)],
             }
             metadata = summary_pb2.SummaryMetadata(
                 plugin_data=summary_pb2.SummaryMetadata.PluginData(
@@ -315,7 +324,7 @@ class TensorBoardWriter:
                 tag=plugin_tag(layer, estimator, probe),
                 metadata=metadata,
                 tensor=tensor_util.make_tensor_proto(
-                    np.array([i_xt, i_ty], dtype=np.float64)
+                    np.array(values, dtype=np.float64)
                 ),
             )
         self._add_summary(summary, epoch)

@@ -111,30 +111,46 @@ function currentRun() {
 }
 
 // ---------------------------------------------------------------------- plots
+// Smallest axis spans in bits (ibmonitor.plotting.MIN_PLANE_SPAN); /information
+// sends them widened to the estimator's resolution as info.min_span.
+const MIN_PLANE_SPAN = [1.0, 0.5];
+// Label layout (pixels), as ibmonitor.plotting.place_labels: one label line,
+// a label's width, and the largest cluster of coinciding ends labelled one by
+// one (a larger one gets a single "N layers" label).
+const LABEL_LINE_PX = 14;
+const LABEL_WIDTH_PX = 110;
+const MAX_STACK = 6;
+const PINNED_HOVER =
+  '<br><b>pinned</b>: at log2 n (every sample its own bin or kernel),' +
+  '<br>set by the sample size, not the layer';
+
 function drawPlane(div, info, run) {
   const series = info.series || [];
   const allEpochs = series.flatMap((s) => s.epochs);
   // The plugin decides log or linear epochs as the plotly figures do.
   const scale = epochScale(allEpochs, Boolean(info.log_epochs));
+  let anyPinned = false;
   const traces = series.map((s, i) => {
-    const last = lastFinite(s.i_xt, s.i_ty);
+    const pinned = s.epochs.map((_, k) => Boolean((s.pinned || [])[k]));
+    anyPinned = anyPinned || pinned.some(Boolean);
     return {
       type: 'scatter',
-      mode: 'lines+markers+text',
+      mode: 'lines+markers',
       name: escapeText(s.layer),
       x: s.i_xt,
       y: s.i_ty,
       customdata: s.epochs,
-      text: s.epochs.map((_, k) => (k === last ? escapeText(s.layer) : '')),
-      textposition: 'top right',
-      textfont: {size: 11},
+      hovertext: pinned.map((p) => (p ? PINNED_HOVER : '')),
       cliponaxis: false,
       hovertemplate:
         '<b>' + escapeText(s.layer) + '</b><br>epoch %{customdata}' +
-        '<br>I(X;T) = %{x:.3f} bits<br>I(T;Y) = %{y:.3f} bits<extra></extra>',
+        '<br>I(X;T) = %{x:.3f} bits<br>I(T;Y) = %{y:.3f} bits%{hovertext}' +
+        '<extra></extra>',
       line: {color: 'rgba(130, 130, 130, 0.55)', width: 1.2},
       marker: {
-        size: 8,
+        size: pinned.map((p) => (p ? 10 : 8)),
+        symbol: pinned.map((p) => (p ? 'circle-open' : 'circle')),
+        opacity: pinned.map((p) => (p ? 0.55 : 1)),
         color: s.epochs.map(scale.value),
         colorscale: 'Viridis',
         cmin: scale.min,
@@ -146,22 +162,141 @@ function drawPlane(div, info, run) {
           ticktext: scale.ticktext,
           thickness: 14,
         } : undefined,
-        line: {width: 0},
+        line: {width: pinned.map((p) => (p ? 2 : 0))},
       },
     };
   });
+  const minSpan = info.min_span || MIN_PLANE_SPAN;
+  const xr = axisRange(series.flatMap((s) => s.i_xt), minSpan[0]);
+  const yr = axisRange(series.flatMap((s) => s.i_ty), minSpan[1]);
+  const xaxis = {title: {text: info.x_title || 'I(X;T) (bits)'}, zeroline: false};
+  const yaxis = {title: {text: info.y_title || 'I(T;Y) (bits)'}, zeroline: false};
+  // Never stretch a spread the estimator cannot resolve over a whole axis.
+  if (xr.forced) {
+    const pad = 0.05 * (xr.hi - xr.lo);
+    xaxis.range = [xr.lo - pad, xr.hi + 3 * pad];
+    xaxis.autorange = false;
+  }
+  if (yr.forced) {
+    const pad = 0.06 * (yr.hi - yr.lo);
+    yaxis.range = [yr.lo - pad, yr.hi + pad];
+    yaxis.autorange = false;
+  }
+  const ends = [];
+  for (const s of series) {
+    const last = lastFinite(s.i_xt, s.i_ty);
+    if (last >= 0) ends.push({x: s.i_xt[last], y: s.i_ty[last], text: escapeText(s.layer)});
+  }
+  const width = Math.max(200, (div.clientWidth || 900) - 64 - 24 - 90);
+  const height = Math.max(150, (div.clientHeight || 560) - 48 - 64);
+  const annotations = placeLabels(ends, xr, yr, width, height);
+  if (anyPinned) {
+    annotations.push({
+      xref: 'paper', yref: 'paper', x: 0, y: 1.0, xanchor: 'left', yanchor: 'bottom',
+      showarrow: false, font: {size: 11, color: '#8a6d00'},
+      text: '○ hollow, faded: pinned (set by the sample size, not the layer)',
+      name: 'pinned-note',
+    });
+  }
   const probeText =
     state.probe && state.probe !== DEFAULT_PROBE ? ' · ' + state.probe : '';
   const layout = {
     title: {text: escapeText('Information plane · ' + (state.estimator || '') + probeText)},
-    xaxis: {title: {text: info.x_title || 'I(X;T) (bits)'}, zeroline: false},
-    yaxis: {title: {text: info.y_title || 'I(T;Y) (bits)'}, zeroline: false},
+    xaxis,
+    yaxis,
+    annotations,
     legend: {orientation: 'h', y: -0.18, x: 0},
     margin: {l: 64, r: 24, t: 48, b: 64},
     hovermode: 'closest',
     uirevision: [run.run, state.estimator, state.probe].join('|'),
   };
   window.Plotly.react(div, traces, layout, CONFIG);
+}
+
+// The data's range, widened around its middle to `minimum` where narrower.
+function axisRange(values, minimum) {
+  const finite = values.filter((v) => v !== null && Number.isFinite(v));
+  if (!finite.length) return {lo: 0, hi: 1, forced: false};
+  let lo = Math.min(...finite);
+  let hi = Math.max(...finite);
+  if (hi - lo >= minimum) {
+    const pad = 0.05 * (hi - lo);
+    return {lo: lo - pad, hi: hi + pad, forced: false};
+  }
+  const mid = (lo + hi) / 2;
+  lo = mid - minimum / 2;
+  hi = mid + minimum / 2;
+  return {lo, hi, forced: true};
+}
+
+// Labels at the trajectory ends that never overlap (as place_labels in
+// ibmonitor/plotting.py): coinciding ends are stacked one line apart with a
+// leader line, or, beyond MAX_STACK, named by one "N layers" label.
+function placeLabels(ends, xr, yr, width, height) {
+  const sx = xr.hi > xr.lo ? width / (xr.hi - xr.lo) : 1;
+  const sy = yr.hi > yr.lo ? height / (yr.hi - yr.lo) : 1;
+  const px = ends.map((e) => (e.x - xr.lo) * sx);
+  const py = ends.map((e) => (e.y - yr.lo) * sy);
+  const parent = ends.map((_, i) => i);
+  const find = (i) => {
+    while (parent[i] !== i) i = parent[i] = parent[parent[i]];
+    return i;
+  };
+  for (let i = 0; i < ends.length; i++) {
+    for (let j = 0; j < i; j++) {
+      if (Math.abs(px[i] - px[j]) < LABEL_WIDTH_PX / 2 &&
+          Math.abs(py[i] - py[j]) < LABEL_LINE_PX) parent[find(i)] = find(j);
+    }
+  }
+  const clusters = new Map();
+  ends.forEach((_, i) => {
+    const root = find(i);
+    if (!clusters.has(root)) clusters.set(root, []);
+    clusters.get(root).push(i);
+  });
+  const items = [];
+  for (const members of clusters.values()) {
+    members.sort((a, b) => py[b] - py[a]);
+    if (members.length > MAX_STACK) {
+      const names = members.map((i) => ends[i].text);
+      items.push({i: members[0], want: py[members[0]],
+        text: members.length + ' layers (' + names.slice(0, 2).join(', ') + ', …)',
+        hover: names.slice(0, 40).join('<br>')});
+      continue;
+    }
+    let top = members.reduce((sum, i) => sum + py[i], 0) / members.length;
+    top += (members.length - 1) * LABEL_LINE_PX / 2;
+    members.forEach((i, k) => items.push({i, want: top - k * LABEL_LINE_PX,
+      text: ends[i].text}));
+  }
+  items.sort((a, b) => b.want - a.want);
+  const placed = [];
+  return items.map((item) => {
+    let label = item.want;
+    let moved = true;
+    while (moved) {
+      moved = false;
+      for (const q of placed) {
+        if (Math.abs(q.x - px[item.i]) < LABEL_WIDTH_PX &&
+            Math.abs(label - q.y) < LABEL_LINE_PX) {
+          label = q.y - LABEL_LINE_PX;
+          moved = true;
+        }
+      }
+    }
+    placed.push({x: px[item.i], y: label});
+    const shift = label - py[item.i];
+    const note = {x: ends[item.i].x, y: ends[item.i].y, text: item.text,
+      xanchor: 'left', yanchor: 'middle', font: {size: 11, color: '#333'}};
+    if (Math.abs(shift) < 3) {
+      Object.assign(note, {showarrow: false, xshift: 7, yshift: shift});
+    } else {
+      Object.assign(note, {showarrow: true, arrowhead: 0, arrowwidth: 0.6,
+        arrowcolor: 'rgba(90, 90, 90, 0.7)', ax: 18, ay: -shift});
+    }
+    if (item.hover) note.hovertext = item.hover;
+    return note;
+  });
 }
 
 function drawPanel(box, panel, tags, run) {

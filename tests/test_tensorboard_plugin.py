@@ -157,9 +157,9 @@ def write_monitor_run(path: Path) -> None:
         logdir=path,
         sinks=[
             RunStore(),
-            TensorBoard(),
+            TensorBoard(images="log"),  # on the 1st and 2nd recorded epoch, at close
         ],
-        overhead_budget=None,  # images on the 1st and 2nd recorded epoch and at close
+        overhead_budget=None,
     )
     with monitor, warnings.catch_warnings():
         # 64 distinct inputs: binning warns that I(X;T) is pinned at 6 bits.

@@ -24,9 +24,11 @@ class TensorBoard(Sink):
     ----------
     path : str or Path, optional
         Directory of the event files; by default the monitor's ``logdir``.
-    images : bool or "log", default="log"
-        When to draw the information-plane image (a matplotlib rendering,
-        about a second each): ``"log"`` on the 1st, 2nd, 4th, 8th, ...
+    images : {"end", "log", True, False}, default="end"
+        When to draw the information-plane image into the Images tab (a
+        matplotlib rendering, a few tenths of a second per estimator):
+        ``"end"`` once, at close (the *Information Plane* tab shows every
+        epoch interactively anyway); ``"log"`` on the 1st, 2nd, 4th, 8th, ...
         recorded epoch and at close; ``True`` on every recorded epoch;
         ``False`` never.
 
@@ -41,10 +43,14 @@ class TensorBoard(Sink):
     wants_activations = True
 
     def __init__(
-        self, path: Union[str, Path, None] = None, *, images: Union[bool, str] = "log"
+        self, path: Union[str, Path, None] = None, *, images: Union[bool, str] = "end"
     ) -> None:
         check_param(
-            images, "images", "TensorBoard", kind="option", options=(True, False, "log")
+            images,
+            "images",
+            "TensorBoard",
+            kind="option",
+            options=("end", "log", True, False),
         )
         self.path = None if path is None else Path(path)
         self.images = images
@@ -73,7 +79,7 @@ class TensorBoard(Sink):
             [],
             probes=list(config.get("probes") or {}),
         )
-        if self.images:  # pay the import now, not at the first recorded epoch
+        if self.images in (True, "log"):  # pay the import now, not when drawing
             with contextlib.suppress(Exception):
                 importlib.import_module("matplotlib.figure")
                 importlib.import_module("matplotlib.backends.backend_agg")

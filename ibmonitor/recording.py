@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from ._device import model_device, model_float_dtype
+from ._device import autocast_disabled, model_device, model_float_dtype
 from ._state import preserve_state
 from .exceptions import InvalidParameterError
 from .structures import (
@@ -996,19 +996,6 @@ class _Recorder:
         return torch.cat(self.chunks, dim=0) if len(self.chunks) > 1 else self.chunks[0]
 
 
-@contextlib.contextmanager
-def _autocast_disabled(device: torch.device) -> Iterator[None]:
-    """Disable autocast on the CPU, on CUDA (when present) and on ``device``."""
-    kinds = ["cpu", device.type]
-    if torch.cuda.is_available():
-        kinds.append("cuda")
-    with contextlib.ExitStack() as stack:
-        for kind in dict.fromkeys(kinds):
-            with contextlib.suppress(RuntimeError, ValueError):
-                stack.enter_context(torch.autocast(kind, enabled=False))
-        yield
-
-
 def record_activations(
     model: nn.Module,
     layers: Union[LayerSpec, Dict[str, nn.Module], LayerSelection],
@@ -1187,7 +1174,7 @@ def _run_pass(
     handles = []
     n_samples = 0
     try:
-        with preserve_state(model), torch.no_grad(), _autocast_disabled(dev):
+        with preserve_state(model), torch.no_grad(), autocast_disabled(dev):
             model.eval()
             for name, module in modules.items():
                 if module is not model:

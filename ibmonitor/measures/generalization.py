@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import nn
 
-from .._device import model_device, model_dtype
+from .._device import autocast_disabled, model_device, model_dtype
 from .._state import preserve_state
 from .._validation import check_param
 from ..structures import OutputKey
@@ -132,7 +132,7 @@ def generalization_gap(
     if max_batches is not None:
         check_param(max_batches, "max_batches", owner, kind="int", low=1)
     device, dtype = model_device(model), model_dtype(model)
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         results = []
         for name, data in (("train_data", train_data), ("test_data", test_data)):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._device import autocast_disabled, model_device
 from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning
@@ -483,7 +484,7 @@ def hessian_eigenvalues(
     )
     solver = _lanczos if method == "lanczos" else _power
     results: Dict[str, HessianEigenvalues] = {}
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         for name, named in groups.items():
             tensors = [p for _, p in named]
@@ -600,7 +601,7 @@ def hessian_trace(
         label_key=label_key,
     )
     results: Dict[str, HessianTrace] = {}
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         for name, named in groups.items():
             op = _Operator(model, loss_fn, batches, [p for _, p in named], output_key)

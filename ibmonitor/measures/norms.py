@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._device import model_device, model_dtype
+from .._device import autocast_disabled, model_device, model_dtype
 from .._state import preserve_state, preserved_rng
 from .._validation import as_tensor, check_param
 from ..exceptions import InvalidParameterError
@@ -176,7 +176,11 @@ def _conv_input_sizes(
 
             handles.append(module.register_forward_hook(hook))
     try:
-        with preserve_state(model, parameters=True), torch.no_grad():
+        with (
+            preserve_state(model, parameters=True),
+            autocast_disabled(model_device(model)),
+            torch.no_grad(),
+        ):
             model.eval()
             model(example_input)
     finally:
@@ -327,7 +331,7 @@ def norms(
     fro2 = dist2 = 0.0
     log_spec = 0.0
     have_dist = state is not None
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         for i, (name, module, key) in enumerate(layers):
             w = module.weight.detach()
             n_params = sum(

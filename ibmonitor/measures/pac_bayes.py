@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 import torch
 from torch import nn
 
+from .._device import autocast_disabled, model_device
 from .._state import preserve_state
 from .._validation import check_param
 from ..exceptions import EstimationWarning, InvalidParameterError
@@ -308,7 +309,7 @@ def pac_bayes(
             model, loss_fn, batches.batches, output_key=output_key, owner=owner
         )[1]
 
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         acc0 = accuracy()
         if math.isnan(acc0):

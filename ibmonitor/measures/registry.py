@@ -43,6 +43,7 @@ from typing import (
 import torch
 from torch import nn
 
+from .._device import autocast_disabled, model_device
 from .._state import preserve_state
 from ..exceptions import InvalidParameterError
 from ..structures import OutputKey
@@ -205,7 +206,10 @@ class Measure:
         for name in self.requires:
             if getattr(context, name) is None:
                 raise InvalidParameterError(f"The {self.name!r} measure needs {name}.")
-        with preserve_state(context.model, parameters=True):
+        with (
+            preserve_state(context.model, parameters=True),
+            autocast_disabled(model_device(context.model)),
+        ):
             values = self.fn(context, **merged)
         if not isinstance(values, Mapping):
             raise InvalidParameterError(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from .._device import autocast_disabled, model_device
 from .._state import preserve_state
 from .._validation import check_param
 from ..structures import OutputKey
@@ -193,7 +194,7 @@ def worst_case_sharpness(
     batches, params_t = _prepare(
         model, data, params, batch_size, max_batches, owner, label_key
     )
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         device, dtype = params_t[0].device, params_t[0].dtype
         gen = seeded_generator(device, seed)
@@ -267,7 +268,7 @@ def _expected_sharpness(
     def loss() -> float:
         return mean_loss(model, loss_fn, batches, output_key=output_key, owner=owner)
 
-    with preserve_state(model, parameters=True):
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
         model.eval()
         dtype = params_t[0].dtype
         loss0 = loss()

@@ -180,3 +180,27 @@ def test_expected_sharpness_rejects_negative_sigma(mlp_problem):
     model, loss_fn, x, y = mlp_problem
     with pytest.raises(InvalidParameterError, match="'sigma' parameter"):
         expected_sharpness(model, loss_fn, (x, y), sigma=-1.0)
+
+
+def test_measures_run_outside_autocast():
+    """Issue 10: under torch.autocast(bfloat16) worst-case sharpness was 0.0."""
+    from ibmonitor.measures import generalization_gap, hessian_eigenvalues
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def measure():
+        return (
+            worst_case_sharpness(model, loss_fn, (x, y), eps=1e-3, seed=0),
+            hessian_eigenvalues(model, loss_fn, (x, y), k=1, seed=0)[0],
+            generalization_gap(model, loss_fn, (x, y), (x, y)).train_loss,
+        )
+
+    plain = measure()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = measure()
+    assert plain[0] > 0
+    for a, b in zip(plain, under):
+        assert a == pytest.approx(b, rel=1e-5)

@@ -768,11 +768,14 @@ default="log"
         if last is not None and epoch >= last:
             return True, "last epoch"
         allowed = self.overhead_budget * self._train_time
-        expected = self._monitor_time + self._last_cost
+        # Room is kept for the last epoch, which is recorded whatever it costs.
+        reserved = self._last_cost if last is not None else 0.0
+        expected = self._monitor_time + self._last_cost + reserved
         if expected > allowed:
             return False, (
                 f"overhead budget: monitor time {self._monitor_time:.3g} s + expected "
-                f"{self._last_cost:.3g} s > {self.overhead_budget:g} x training time "
+                f"{self._last_cost:.3g} s (+ {reserved:.3g} s kept for the last "
+                f"epoch) > {self.overhead_budget:g} x training time "
                 f"{self._train_time:.3g} s"
             )
         return True, "within budget"

@@ -41,7 +41,6 @@ import math
 import platform
 import re
 import sys
-import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -58,6 +57,7 @@ from ._device import model_device
 from ._state import preserve_state
 from ._validation import check_param
 from .activations import activation_kind, saturated_fraction
+from .budget import OverheadBudget
 from .estimation import estimator_list, information_rows
 from .exceptions import InvalidParameterError, MonitorError, MonitorWarning
 from .executor import make_executor
@@ -71,6 +71,7 @@ from .recording import (
 )
 from .schedules import PlannedSchedule, make_schedule
 from .sinks import MemorySink, Sink, make_sink
+from .sinks.fanout import SinkSet
 from .structures import OutputKey, n_rows, slice_rows
 
 __all__ = ["InformationMonitor"]
@@ -326,20 +327,15 @@ default="log"
         self._closed = False
         self._last_seen: Optional[int] = None
         self._recorded: List[int] = []
-        self._skipped: List[Dict[str, Any]] = []
         self._errors: List[Dict[str, Any]] = []
         self._config_dirty = False
         self._warned: set = set()
-        self._n_scheduled = 0
-        self._train_time = 0.0
-        self._monitor_time = 0.0
-        self._last_cost = 0.0
+        self._budget = OverheadBudget(self.overhead_budget, self._last_epoch())
         self._resume_last: Optional[int] = None
 
         self._executor = make_executor(background if self._is_writer else False)
         self._memory = MemorySink()
-        self._sinks: List[Sink] = []
-        self._sink_lock = threading.RLock()
+        self._sinks = SinkSet([self._memory], self._sink_failed)
         if self._is_writer:
             if sinks is None:
                 sinks = ["runstore", "tensorboard"] if self.logdir is not None else []
@@ -418,30 +414,17 @@ default="log"
 
     def _open_sinks(self, sinks: Sequence[Sink], config: Dict[str, Any]) -> None:
         """Open every sink; an essential sink's failure stops the construction."""
-        self._sinks = [self._memory]
-        for sink in sinks:
-            try:
-                resumed = sink.open(config, logdir=self.logdir)
-            except Exception as exc:
-                if sink.essential:
-                    self._close_sinks("crashed")
-                    raise
-                self._record_error(None, f"{sink.name}.open", exc)
-                self._warn_once(
-                    f"{sink.name}-open",
-                    f"{sink.title} is off: {type(exc).__name__}: {exc}. The other "
-                    "sinks are unaffected.",
-                )
-                continue
-            self._sinks.append(sink)
+        self._sinks = SinkSet([self._memory, *sinks], self._sink_failed)
+        resumed = self._sinks.open(config, logdir=self.logdir)
+        for sink in self._sinks:
             if self.logdir is None and getattr(sink, "path", None) is not None:
                 self.logdir = Path(sink.path)
-            if resumed:
-                self._resume_last = resumed.get("last_epoch")
-                stored = resumed.get("config") or {}
-                overhead = stored.get("overhead") or {}
-                self._skipped = list(overhead.get("skipped") or [])
-                self._errors = list(stored.get("errors") or [])
+        if resumed:
+            self._resume_last = resumed.get("last_epoch")
+            stored = resumed.get("config") or {}
+            overhead = stored.get("overhead") or {}
+            self._budget.skipped = list(overhead.get("skipped") or [])
+            self._errors = list(stored.get("errors") or [])
 
     def _warm_up(self) -> None:
         """Pay one-time costs (imports, first calls) now, outside the budget.
@@ -497,7 +480,7 @@ default="log"
     @property
     def sinks(self) -> List[Sink]:
         """The open sinks (memory first)."""
-        return list(self._sinks)
+        return list(self._sinks.sinks)
 
     @property
     def recorded_epochs(self) -> List[int]:
@@ -507,7 +490,7 @@ default="log"
     @property
     def skipped_epochs(self) -> List[Dict[str, Any]]:
         """Scheduled epochs skipped to stay in ``overhead_budget``, with reasons."""
-        return [dict(s) for s in self._skipped]
+        return [dict(s) for s in self._budget.skipped]
 
     @property
     def errors(self) -> List[Dict[str, Any]]:
@@ -518,11 +501,10 @@ default="log"
     @property
     def overhead(self) -> Dict[str, float]:
         """Seconds spent in training and in the monitor so far, and their ratio."""
-        ratio = self._monitor_time / self._train_time if self._train_time else math.nan
         return {
-            "train_s": self._train_time,
-            "monitor_s": self._monitor_time,
-            "ratio": ratio,
+            "train_s": self._budget.train_time,
+            "monitor_s": self._budget.monitor_time,
+            "ratio": self._budget.ratio,
         }
 
     @property
@@ -573,7 +555,7 @@ default="log"
             background worker since the last call).
         """
         entered = time.perf_counter()
-        self._train_time += entered - self._last_exit
+        self._budget.add_training(entered - self._last_exit)
         try:
             with preserve_state(self._module):
                 self._drain_pending(raise_strict=True)
@@ -590,7 +572,7 @@ default="log"
             self._report(epoch, "on_epoch_end", exc)
         finally:
             self._last_exit = time.perf_counter()
-            self._monitor_time += self._last_exit - entered
+            self._budget.add_monitor(self._last_exit - entered)
 
     def flush(self, *, raise_errors: bool = True) -> None:
         """Wait until the background worker has written everything queued.
@@ -636,15 +618,15 @@ default="log"
                 failure = exc
                 status = "crashed"
             self._write_config_updates()
-            if self._skipped:
+            if self._budget.skipped:
                 self._say(
                     f"the overhead budget ({self.overhead_budget:g} of training "
-                    f"time) skipped {len(self._skipped)} scheduled epochs "
+                    f"time) skipped {len(self._budget.skipped)} scheduled epochs "
                     "(run.json: skipped_epochs); overhead_budget=None records "
                     "every scheduled epoch"
                 )
         finally:
-            self._close_sinks(status)
+            self._sinks.close(status)
         if failure is not None:
             raise failure
 
@@ -679,15 +661,15 @@ default="log"
         info = bool(self.schedule(epoch))
         meas = self._measures is not None and self._measures.due(epoch, info)
         if (info or meas) and self.overhead_budget is not None:
-            keep, reason = self._budget_decision(epoch)
+            keep, reason = self._budget.decide(epoch)
             keep, reason = _broadcast((keep, reason), self._world)
             if not keep:
-                self._skipped.append({"epoch": epoch, "reason": reason})
+                self._budget.skip(epoch, reason)
                 self._config_dirty = True
                 logger.info("epoch %d skipped: %s", epoch, reason)
                 info = meas = False
         if info or meas:
-            self._n_scheduled += 1
+            self._budget.note_scheduled()
 
         started = time.perf_counter()
         activations: Optional[Activations] = None
@@ -700,17 +682,18 @@ default="log"
                 values.update(self._compute_measures(epoch))
             if activations is not None:
                 values.update(self._saturation(activations))
-            self._emit("write_scalars", epoch, values, recorded=info)
+            self._sinks.emit("write_scalars", epoch, values, recorded=info)
             if activations is not None:
                 self._submit(epoch, activations, bad)
             if info and self._config_dirty:
                 self._write_config_updates()
         if info or meas:
-            self._last_cost = time.perf_counter() - started
+            cost = time.perf_counter() - started
+            self._budget.note_recording(cost)
             self._say(
                 f"epoch {epoch}: recorded {len(self._layers)} layers"
                 + (" (estimating in background)" if self._executor.background else "")
-                + f" in {self._last_cost:.3g} s"
+                + f" in {cost:.3g} s"
             )
 
     def _check_epoch(self, epoch: Any) -> Optional[int]:
@@ -757,28 +740,11 @@ default="log"
                 self._fail(epoch, "scalars", error)
         return values
 
-    def _budget_decision(self, epoch: int) -> Tuple[bool, str]:
-        if self._n_scheduled == 0:
-            return True, "first scheduled epoch"
-        last = None
+    def _last_epoch(self) -> Optional[int]:
+        """Return the last epoch of training, when known (always recorded)."""
         if self.total_epochs is not None:
-            last = self.total_epochs - 1
-        elif self.schedule.planned:
-            last = self.schedule.planned[-1]
-        if last is not None and epoch >= last:
-            return True, "last epoch"
-        allowed = self.overhead_budget * self._train_time
-        # Room is kept for the last epoch, which is recorded whatever it costs.
-        reserved = self._last_cost if last is not None else 0.0
-        expected = self._monitor_time + self._last_cost + reserved
-        if expected > allowed:
-            return False, (
-                f"overhead budget: monitor time {self._monitor_time:.3g} s + expected "
-                f"{self._last_cost:.3g} s (+ {reserved:.3g} s kept for the last "
-                f"epoch) > {self.overhead_budget:g} x training time "
-                f"{self._train_time:.3g} s"
-            )
-        return True, "within budget"
+            return self.total_epochs - 1
+        return self.schedule.planned[-1] if self.schedule.planned else None
 
     def _record(self, epoch: int) -> Tuple[Optional[Activations], Dict[str, Dict]]:
         """Record every probe; on rank 0 return the activations and bad layers."""
@@ -912,8 +878,8 @@ default="log"
                 on_error=failed,
                 on_warning=warned,
             )
-        self._emit("write_information", epoch, rows)
-        wanting = [s for s in self._sinks if s.wants_activations]
+        self._sinks.emit("write_information", epoch, rows)
+        wanting = self._sinks.wanting_activations()
         if wanting:
             arrays = {
                 probe: {layer: t.cpu().numpy() for layer, t in acts.items()}
@@ -921,51 +887,32 @@ default="log"
             }
             labels = {n: self._probes[n].labels.cpu().numpy() for n in activations}
             inputs = {n: self._probes[n].values.cpu().numpy() for n in activations}
-            self._emit(
-                "write_activations", epoch, arrays, labels, inputs, sinks=wanting
+            self._sinks.emit(
+                "write_activations", epoch, arrays, labels, inputs, only=wanting
             )
 
-    def _emit(
-        self,
-        method: str,
-        epoch: Optional[int],
-        *args: Any,
-        sinks: Optional[Sequence[Sink]] = None,
-        **kwargs: Any,
-    ) -> None:
-        """Send one event to every sink; a sink's failure never stops the others."""
-        with self._sink_lock:
-            for sink in self._sinks if sinks is None else sinks:
-                try:
-                    getattr(sink, method)(epoch, *args, **kwargs)
-                except Exception as exc:
-                    self._sink_failed(sink, method, epoch, exc)
-
     def _sink_failed(
-        self, sink: Sink, method: str, epoch: Optional[int], exc: BaseException
+        self, sink: Sink, event: str, epoch: Optional[int], exc: BaseException
     ) -> None:
-        if sink.essential:
+        """Apply the policy for a sink's failure (the sink set calls it)."""
+        if event == "update_config":  # run.json is rewritten at the next change
+            logger.error("ibmonitor: could not update %s's config: %r", sink.title, exc)
+            return
+        if sink.essential and event.startswith("write_"):
             self._fail(epoch, sink.title, exc)
             return
-        logger.debug("ibmonitor: %s %s failed", sink.title, method, exc_info=exc)
-        self._record_error(epoch, f"{sink.name}.{method}", exc)
-        self._warn_once(
-            f"{sink.name}-{method}",
-            f"{sink.title} {method} failed ({type(exc).__name__}: {exc}); the other "
+        logger.debug("ibmonitor: %s %s failed", sink.title, event, exc_info=exc)
+        self._record_error(epoch, f"{sink.name}.{event}", exc)
+        what = {
+            "open": f"{sink.title} is off: {type(exc).__name__}: {exc}. The other "
+            "sinks are unaffected.",
+            "close": f"{sink.title} failed to close ({type(exc).__name__}: {exc}).",
+        }.get(
+            event,
+            f"{sink.title} {event} failed ({type(exc).__name__}: {exc}); the other "
             "sinks are unaffected and training goes on.",
         )
-
-    def _close_sinks(self, status: str) -> None:
-        with self._sink_lock:
-            for sink in self._sinks:
-                try:
-                    sink.close(status)
-                except Exception as exc:
-                    self._record_error(None, f"{sink.name}.close", exc)
-                    self._warn_once(
-                        f"{sink.name}-close",
-                        f"{sink.title} failed to close ({type(exc).__name__}: {exc}).",
-                    )
+        self._warn_once(f"{sink.name}-{event}", what)
 
     # --------------------------------------------------------------- errors
     def _fail(self, epoch: Optional[int], where: str, exc: BaseException) -> None:
@@ -1022,24 +969,11 @@ default="log"
 
     def _write_config_updates(self) -> None:
         self._config_dirty = False
-        overhead = {
-            "budget": self.overhead_budget,
-            "skipped": list(self._skipped),
-            "train_s": round(self._train_time, 6),
-            "monitor_s": round(self._monitor_time, 6),
-        }
-        with self._sink_lock:
-            for sink in self._sinks:
-                try:
-                    sink.update_config(
-                        skipped_epochs=[s["epoch"] for s in self._skipped],
-                        overhead=overhead,
-                        errors=list(self._errors),
-                    )
-                except Exception as exc:  # pragma: no cover - disk failures
-                    logger.error(
-                        "ibmonitor: could not update %s's config: %r", sink.title, exc
-                    )
+        self._sinks.update_config(
+            skipped_epochs=[s["epoch"] for s in self._budget.skipped],
+            overhead=self._budget.describe(),
+            errors=list(self._errors),
+        )
 
     def _estimator_warning(
         self, epoch: int, probe: str, layer: str, label: str, warning: Any

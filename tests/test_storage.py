@@ -261,7 +261,9 @@ def test_update_config_is_atomic_and_survives_a_failed_rename(tmp_path, monkeypa
     monkeypatch.undo()
     assert (tmp_path / "r" / "run.json").read_bytes() == before
     assert json.loads(before)["skipped_epochs"] == [4, 8]
+    # No temporary left behind (.lock is the writer's lock file, kept).
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [
+        ".lock",
         "information.csv",
         "run.json",
         "scalars.csv",

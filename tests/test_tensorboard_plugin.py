@@ -765,3 +765,70 @@ def test_information_plane_tab_in_headless_chromium(
             browser.close()
     assert not outside, f"requests left 127.0.0.1: {outside[:5]}"
     assert (shots / "information_plane.png").stat().st_size > 10_000
+
+
+def _write_raw_run(path: Path, content: bytes, values) -> None:
+    """A run with one ibmonitor tensor summary of the given content and values."""
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.util import tensor_util
+
+    writer = TensorBoardWriter(path)
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag="ibmonitor/default/binned/fc1",
+        metadata=summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(
+                plugin_name=PLUGIN_NAME, content=content
+            ),
+            data_class=summary_pb2.DATA_CLASS_TENSOR,
+        ),
+        tensor=tensor_util.make_tensor_proto(values),
+    )
+    writer._add_summary(summary, 0)
+    writer.close()
+
+
+def test_a_malformed_run_is_skipped_and_the_others_served(tmp_path, caplog):
+    """Non-regression: one run's bad metadata made /runs answer 500 for all."""
+    write_demo_run(tmp_path / "good")
+    bad = b'{"version": 1, "estimator": "binned", "layer": "fc1", "layer_index": "abc"}'
+    _write_raw_run(tmp_path / "bad", bad, np.zeros(2))
+    plugin = _plugin(tmp_path)
+    with caplog.at_level("WARNING", logger="ibmonitor.tensorboard.plugin"):
+        runs = _json(plugin, "/runs")
+    assert [r["run"] for r in runs] == ["good"]
+    assert "'bad'" in caplog.text and "layer_index" in caplog.text
+    skipped = _json(plugin, "/skipped")
+    assert [s["run"] for s in skipped] == ["bad"]
+    assert "layer_index" in skipped[0]["reason"]
+    body = _json(plugin, "/information", "?run=bad")
+    assert body["series"] == []
+    assert [s["run"] for s in body["skipped"]] == ["bad"]
+    good = _json(plugin, "/information", "?run=good&estimator=binned")
+    assert len(good["series"]) == len(LAYERS) and good["skipped"] == []
+
+
+def test_a_string_tensor_is_skipped_with_a_reason(tmp_path):
+    write_demo_run(tmp_path / "good")
+    content = b'{"version": 1, "estimator": "binned", "layer": "fc1"}'
+    _write_raw_run(tmp_path / "strings", content, np.array([b"a", b"b"]))
+    plugin = _plugin(tmp_path)
+    assert [r["run"] for r in _json(plugin, "/runs")] == ["good", "strings"]
+    body = _json(plugin, "/information", "?run=strings")
+    assert body["series"] == []
+    assert body["skipped"][0]["tag"] == "ibmonitor/default/binned/fc1"
+    assert "not numbers" in body["skipped"][0]["reason"]
+    assert _json(plugin, "/information", "?run=good")["series"]
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_routes_are_read_only(plugin, method):
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    for route, app in plugin.get_plugin_apps().items():
+        response = Client(app, Response).open(route, method=method)
+        assert response.status_code == 405, route
+        assert "GET" in response.headers["Allow"].split(", ")
+    head = Client(plugin.get_plugin_apps()["/runs"], Response).head("/runs")
+    assert head.status_code == 200

@@ -11,21 +11,47 @@ renames it over the target and fsyncs the folder, so a reader sees the old
 file or the new one, never a mix, even after a power loss.
 :class:`CsvTable` appends whole lines, flushes them to the operating system
 and (unless asked not to) fsyncs them before returning.
+
+Staying inside the run directory
+--------------------------------
+Nothing here writes through a symbolic link: files are opened with
+``O_NOFOLLOW`` where the platform has it, and checked with ``lstat`` first
+(:func:`refuse_link`, :class:`LinkError`). Readers follow links but say so
+(:func:`warn_if_link`, a :class:`StorageWarning`).
+
+One writer
+----------
+:class:`RunLock` is an exclusive lock on ``<run>/.lock`` (``fcntl.flock``,
+``LOCK_EX | LOCK_NB``; ``msvcrt.locking`` on Windows), held for a writer's
+life and released by the operating system when its process dies. A second
+writer is refused with :class:`RunLockedError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
+import socket
 import uuid
 import warnings
 from numbers import Integral
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Union,
+)
 from urllib.parse import unquote
 
 import numpy as np
@@ -38,12 +64,16 @@ __all__ = [
     "INFORMATION_FILE",
     "INPUTS_KEY",
     "LABELS_KEY",
+    "LOCK_FILE",
     "RUN_FILE",
     "SCALARS_FILE",
     "SCHEMA_VERSION",
     "TMP_MARK",
     "CsvTable",
+    "LinkError",
     "PathLike",
+    "RunLock",
+    "RunLockedError",
     "StorageWarning",
     "activation_epochs",
     "atomic_write",
@@ -54,11 +84,15 @@ __all__ = [
     "fsync_dir",
     "jsonable",
     "npz_name",
+    "open_for_write",
     "read_json",
+    "refuse_link",
+    "remove_stale_temporaries",
     "run_directory",
     "safe_name",
     "to_json_bytes",
     "update_run_json",
+    "warn_if_link",
     "write_json",
 ]
 
@@ -68,6 +102,8 @@ RUN_FILE = "run.json"
 INFORMATION_FILE = "information.csv"
 SCALARS_FILE = "scalars.csv"
 ACTIVATIONS_DIR = "activations"
+#: The lock file of the run's writer (holds its ``{"pid", "host"}`` as JSON).
+LOCK_FILE = ".lock"
 #: Key suffix of a probe's labels and flattened inputs in an activations archive.
 LABELS_KEY = "__y__"
 INPUTS_KEY = "__x__"
@@ -83,8 +119,83 @@ class StorageWarning(IBMonitorWarning):
     """A run directory was read with a problem that did not stop reading.
 
     For example a partially written last line of a CSV table (a crash in the
-    middle of a write, or a write in progress while reading a live run).
+    middle of a write, or a write in progress while reading a live run), or
+    a file of the run that is a symbolic link (read through the link).
     """
+
+
+class LinkError(OSError, ValueError):
+    """The run store refused to write through a symbolic link.
+
+    A subclass of both :class:`OSError` (``errno.ELOOP``) and
+    :class:`ValueError`; its ``filename`` is the link.
+    """
+
+
+class RunLockedError(RuntimeError):
+    """Another live writer holds the run directory (see :class:`RunLock`)."""
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def refuse_link(path: Path) -> None:
+    """Raise :class:`LinkError` when ``path`` is a symbolic link.
+
+    The run store never writes through a link: it could lead anywhere
+    outside the run directory.
+    """
+    if os.path.islink(path):
+        raise LinkError(
+            errno.ELOOP,
+            f"{str(path)!r} is a symbolic link; the run store never writes "
+            f"through a link (it may lead outside the run directory). Replace "
+            f"it with a regular file or write the run elsewhere",
+            str(path),
+        )
+
+
+def warn_if_link(path: Path, *, stacklevel: int = 3) -> None:
+    """Warn (:class:`StorageWarning`) when ``path`` is a symbolic link."""
+    if os.path.islink(path):
+        warnings.warn(
+            f"{str(path)!r} is a symbolic link (to {os.readlink(path)!r}); "
+            f"reading it through the link.",
+            StorageWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _open_nofollow(path: Path, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that refuses a symbolic link (:class:`LinkError`)."""
+    refuse_link(path)
+    try:
+        return os.open(str(path), flags | _NOFOLLOW | _BINARY | _CLOEXEC, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP or os.path.islink(path):
+            refuse_link(path)
+        raise
+
+
+def open_for_write(path: Path, mode: str) -> io.BufferedIOBase:
+    """Open ``path`` in binary ``mode`` (``"wb"``, ``"ab"``, ``"r+b"``, ``"xb"``).
+
+    Never follows a symbolic link (:class:`LinkError`).
+    """
+    flags = {
+        "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+        "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+        "r+b": os.O_RDWR,
+        "xb": os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    }[mode]
+    fd = _open_nofollow(path, flags)
+    try:
+        return os.fdopen(fd, "wb" if mode == "xb" else mode)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 # --------------------------------------------------------------------------
@@ -270,9 +381,10 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
     write : callable
         ``write(fh)`` writes the content to the binary file ``fh``.
     """
+    refuse_link(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex}")
     try:
-        with open(tmp, "wb") as fh:
+        with open_for_write(tmp, "xb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -282,6 +394,207 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(path: Path) -> List[Path]:
+    """Remove temporaries of :func:`atomic_write` left in run directory ``path``.
+
+    Only the run store's own patterns: ``.run.json.tmp-*`` in ``path`` and
+    ``.epoch_XXXXXX.npz.tmp-*`` in its activations folder (unless that folder
+    is a link). Call it only while holding the run's :class:`RunLock`, so no
+    live write owns them.
+
+    Returns
+    -------
+    removed : list of Path
+    """
+    candidates = [
+        p
+        for p in path.glob(f".{RUN_FILE}{TMP_MARK}*")
+        if p.name.startswith(f".{RUN_FILE}{TMP_MARK}")
+    ]
+    act = path / ACTIVATIONS_DIR
+    if act.is_dir() and not act.is_symlink():
+        candidates += [
+            p
+            for p in act.glob(f".epoch_*.npz{TMP_MARK}*")
+            if EPOCH_FILE.match(p.name.split(TMP_MARK)[0][1:])
+        ]
+    removed = []
+    for p in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    if removed:
+        fsync_dir(path)
+        if any(p.parent == act for p in removed):
+            fsync_dir(act)
+    return removed
+
+
+# --------------------------------------------------------------------------
+# one writer per run directory
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on ``<run>/.lock``, held until released.
+
+    ``fcntl.flock(LOCK_EX | LOCK_NB)`` on POSIX, ``msvcrt.locking`` on
+    Windows. The operating system releases it when the holder's process dies,
+    so a killed writer never blocks a resume. The lock file holds the
+    holder's ``{"pid", "host"}`` so that a refused writer can name it; it is
+    removed when the lock is released (a killed writer leaves it, harmlessly).
+
+    Limitations: ``flock`` locks may not be shared between hosts on some
+    network file systems (NFS before Linux 2.6.12 locks only locally); where
+    neither ``fcntl`` nor ``msvcrt`` exists no lock is taken (with a
+    :class:`StorageWarning`).
+
+    Parameters
+    ----------
+    path : Path
+        The run directory (must exist).
+
+    Raises
+    ------
+    RunLockedError
+        Another live writer (another process, or another writer in this
+        process) holds the lock.
+    LinkError
+        ``.lock`` is a symbolic link.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path / LOCK_FILE
+        for _ in range(100):
+            fd = _open_nofollow(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not _lock_fd(fd):
+                    holder = _lock_holder(fd, path)
+                    raise RunLockedError(
+                        f"The run directory {str(path)!r} is being written by "
+                        f"another live writer ({holder}); a run directory takes "
+                        f"one writer at a time. Close that writer (or wait for "
+                        f"its process to end) before resuming, overwriting or "
+                        f"appending, or write to another directory."
+                    )
+                if _same_file(fd, self.file):
+                    me = {"pid": os.getpid(), "host": socket.gethostname()}
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    os.ftruncate(fd, 0)
+                    os.write(fd, to_json_bytes(me))
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder released and removed the file between our open and
+            # our lock: the lock is on a deleted file; take the new one.
+            os.close(fd)
+        else:  # pragma: no cover - a storm of writers
+            raise RunLockedError(f"Could not lock the run directory {str(path)!r}.")
+        self._fd: Optional[int] = fd
+        self._pid = os.getpid()
+
+    @property
+    def held(self) -> bool:
+        """Whether the lock is still held."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (again: nothing).
+
+        The file is removed while still locked, so a writer that opened it
+        meanwhile sees a deleted file and opens a new one.
+        """
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if os.getpid() != self._pid:
+            # A forked child shares the parent's lock: closing its copy of the
+            # descriptor must neither unlock nor remove the parent's lock.
+            os.close(fd)
+            return
+        try:
+            if _same_file(fd, self.file):
+                with contextlib.suppress(OSError):  # Windows: file in use
+                    self.file.unlink()
+            with contextlib.suppress(OSError):
+                _unlock_fd(fd)
+        finally:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether descriptor ``fd`` is still the file at ``path``."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _lock_fd(fd: int) -> bool:
+    """Take the lock on ``fd`` without waiting; False when someone holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        return True
+    try:  # pragma: no cover - Windows
+        import msvcrt
+    except ImportError:  # pragma: no cover
+        warnings.warn(
+            "This platform has neither fcntl nor msvcrt: the run directory is "
+            "not locked against a second writer.",
+            StorageWarning,
+            stacklevel=4,
+        )
+        return True
+    try:  # pragma: no cover - Windows: lock a byte far past the holder record
+        os.lseek(fd, 1 << 20, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # pragma: no cover
+        return False
+    return True  # pragma: no cover
+
+
+def _unlock_fd(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        import msvcrt
+
+        os.lseek(fd, 1 << 20, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _lock_holder(fd: int, path: Path) -> str:
+    """Describe the live writer of run ``path`` (from ``.lock``, else run.json)."""
+    holder: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        holder = json.loads(os.read(fd, 4096).decode("utf-8"))
+    if not isinstance(holder, dict):
+        with contextlib.suppress(OSError, ValueError):
+            holder = read_json(path / RUN_FILE).get("writer")
+    if isinstance(holder, dict) and "pid" in holder:
+        return f"pid {holder.get('pid')} on host {holder.get('host')!r}"
+    return "an unknown process"
 
 
 # --------------------------------------------------------------------------
@@ -378,25 +691,28 @@ class CsvTable:
     ------
     ValueError
         The file exists and does not start with ``columns`` as its header.
+    LinkError
+        The file is a symbolic link (never written through).
     """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
         self.columns = tuple(columns)
         self._header = (",".join(self.columns) + "\n").encode("utf-8")
+        refuse_link(path)
         self._repair()
-        self._fh = open(path, "ab")  # noqa: SIM115 - kept open for appends
+        self._fh = open_for_write(path, "ab")
         self._unsynced = False
 
     def _repair(self) -> None:
         """Create the file with its header, or cut a partial last line."""
         if not self.path.exists() or self.path.stat().st_size == 0:
-            with open(self.path, "wb") as fh:
+            with open_for_write(self.path, "wb") as fh:
                 fh.write(self._header)
                 fh.flush()
                 os.fsync(fh.fileno())
             return
-        with open(self.path, "r+b") as fh:
+        with open_for_write(self.path, "r+b") as fh:
             data = fh.read()
             if data.endswith(b"\n"):
                 if not data.startswith(self._header):
@@ -463,8 +779,22 @@ class CsvTable:
             self._unsynced = False
 
     def close(self) -> None:
-        """Flush, fsync and close the file (again: nothing)."""
-        if not self._fh.closed:
+        """Flush, fsync and close the file (again: nothing).
+
+        The file is closed even when flushing or fsyncing fails (a full
+        disk); the first error is raised afterwards.
+        """
+        if self._fh.closed:
+            return
+        error: Optional[OSError] = None
+        try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
-            self._fh.close()
+        except OSError as err:
+            error = err
+        try:
+            self._fh.close()  # closes the descriptor even when its flush fails
+        except OSError as err:
+            error = error or err
+        if error is not None:
+            raise error

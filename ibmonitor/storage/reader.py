@@ -51,6 +51,7 @@ from .files import (
     decode_name,
     npz_name,
     read_json,
+    warn_if_link,
 )
 
 __all__ = ["Run", "Runs", "load_run", "load_runs", "read_table"]
@@ -172,6 +173,8 @@ def read_table(
     frame : DataFrame
         ``epoch`` int64, names (decoded) object, ``value`` float64.
     """
+    if warn:
+        warn_if_link(path, stacklevel=3)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -286,6 +289,7 @@ class Run:
         return json.loads(json.dumps(cfg))
 
     def _load_config(self) -> Dict[str, Any]:
+        warn_if_link(self.path / RUN_FILE, stacklevel=5)
         return read_json(self.path / RUN_FILE)
 
     @property
@@ -365,6 +369,8 @@ class Run:
                 f"The run {self.name!r} has no stored activations at epoch {epoch}. "
                 f"Epochs with activations: {self.activation_epochs}."
             )
+        warn_if_link(file.parent, stacklevel=4)
+        warn_if_link(file, stacklevel=4)
         out: Dict[str, Dict[str, np.ndarray]] = {}
         with np.load(file, allow_pickle=False) as archive:
             for key in archive.files:

@@ -2,11 +2,13 @@
 
 Every write is durable before it returns (see :mod:`ibmonitor.storage.files`),
 so a process killed at any moment leaves a readable run holding every
-completed write.
+completed write. A writer holds the run directory's lock for its whole life
+and never writes through a symbolic link.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -42,6 +44,7 @@ from .files import (
     TMP_MARK,
     CsvTable,
     PathLike,
+    RunLock,
     activation_epochs,
     atomic_write,
     check_epoch,
@@ -50,6 +53,8 @@ from .files import (
     fsync_dir,
     npz_name,
     read_json,
+    refuse_link,
+    remove_stale_temporaries,
     to_json_bytes,
     write_json,
 )
@@ -196,6 +201,17 @@ def _max_epoch_in(path: Path, columns: Tuple[str, ...]) -> Optional[int]:
     return int(frame["epoch"].max()) if len(frame) else None
 
 
+def _remove_stale(path: Path) -> None:
+    removed = remove_stale_temporaries(path)
+    if removed:
+        logger.info(
+            "removed %d temporary file(s) of a killed write in %s: %s",
+            len(removed),
+            path,
+            [p.name for p in removed],
+        )
+
+
 def _check_schema_version(path: Path, stored: Mapping[str, Any]) -> None:
     version = stored.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
@@ -235,6 +251,18 @@ class RunWriter:
     FileExistsError
         The directory already holds a run and neither ``resume`` nor
         ``overwrite`` is set.
+    RunLockedError
+        Another live writer (this process or another) holds the directory:
+        one writer per run directory, held from here to :meth:`close` (see
+        :class:`ibmonitor.storage.files.RunLock`).
+    LinkError
+        ``run.json``, a table or the lock file is a symbolic link; the store
+        never writes through a link.
+
+    Notes
+    -----
+    With ``resume=True`` the temporaries of a killed write
+    (``.run.json.tmp-*``, ``activations/.epoch_*.npz.tmp-*``) are removed.
 
     See Also
     --------
@@ -276,6 +304,20 @@ class RunWriter:
         self._closed = False
         self._appending = False
         self.path.mkdir(parents=True, exist_ok=True)
+        # The lock comes first: the existence check and the creation below
+        # happen under it, so two writers cannot both create a run.
+        self._run_lock: Optional[RunLock] = RunLock(self.path)
+        try:
+            self._open(config, resume=resume, overwrite=overwrite)
+        except BaseException:
+            self._abandon()
+            raise
+        logger.info("writing run %s", self.path)
+
+    def _open(self, config: Dict[str, Any], *, resume: bool, overwrite: bool) -> None:
+        """Create, resume or overwrite the run (the lock is held)."""
+        for name in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE):
+            refuse_link(self.path / name)
         existing = _own_files(self.path)
         has_run = (self.path / RUN_FILE).exists()
         if existing and not (resume or overwrite):
@@ -283,6 +325,8 @@ class RunWriter:
                 f"The run directory {str(self.path)!r} already holds a run. Pass "
                 f"resume=True to continue it or overwrite=True to replace it."
             )
+        if resume:
+            _remove_stale(self.path)
         if overwrite:
             for p in existing:
                 p.unlink()
@@ -329,7 +373,6 @@ class RunWriter:
         self._scalars = CsvTable(self.path / SCALARS_FILE, SCALARS_COLUMNS)
         self._write_config()
         self._last_epoch = self._find_last_epoch() if resume else None
-        logger.info("writing run %s", self.path)
 
     @classmethod
     def append_to(cls, path: PathLike) -> RunWriter:
@@ -343,8 +386,9 @@ class RunWriter:
         training: names are encoded, rows are flushed and fsynced, a partially
         written last line is cut first (with a warning).
 
-        It does not check whether another process is still writing the run;
-        the caller decides (:attr:`ibmonitor.storage.Run.status`).
+        It takes the run's lock like any writer, so it is refused while the
+        run's training writer (or another appender) is still open, and it
+        removes temporaries left by a killed write first.
 
         Parameters
         ----------
@@ -362,6 +406,10 @@ class RunWriter:
             ``path`` is not a run directory.
         ValueError
             The run was written with a newer schema version.
+        RunLockedError
+            Another live writer holds the run directory.
+        LinkError
+            ``run.json`` or a table is a symbolic link.
 
         Examples
         --------
@@ -370,23 +418,45 @@ class RunWriter:
         ...     w.update_config(estimators=[*w.config["estimators"], entry])
         """
         path = check_path(path, what="run path")
+        for name in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE):
+            refuse_link(path / name)
         if not (path / RUN_FILE).is_file():
             raise FileNotFoundError(
                 f"{str(path)!r} is not a run directory (no {RUN_FILE})."
             )
-        stored = read_json(path / RUN_FILE)
-        _check_schema_version(path, stored)
         self = cls.__new__(cls)
         self.path = path
         self._lock = threading.RLock()
         self._closed = False
         self._appending = True
-        self._config = stored
-        self._information = CsvTable(path / INFORMATION_FILE, INFORMATION_COLUMNS)
-        self._scalars = CsvTable(path / SCALARS_FILE, SCALARS_COLUMNS)
-        self._last_epoch = self._find_last_epoch()
+        self._run_lock = RunLock(path)
+        try:
+            stored = read_json(path / RUN_FILE)
+            _check_schema_version(path, stored)
+            self._config = stored
+            _remove_stale(path)
+            self._information = CsvTable(path / INFORMATION_FILE, INFORMATION_COLUMNS)
+            self._scalars = CsvTable(path / SCALARS_FILE, SCALARS_COLUMNS)
+            self._last_epoch = self._find_last_epoch()
+        except BaseException:
+            self._abandon()
+            raise
         logger.info("appending to run %s", path)
         return self
+
+    def _abandon(self) -> None:
+        """Close what a failed open opened and release the lock."""
+        self._closed = True
+        for table in (
+            getattr(self, "_information", None),
+            getattr(self, "_scalars", None),
+        ):
+            if table is not None:
+                with contextlib.suppress(OSError):
+                    table.close()
+        run_lock = getattr(self, "_run_lock", None)
+        if run_lock is not None:
+            run_lock.release()
 
     # -- state ------------------------------------------------------------
 
@@ -593,15 +663,13 @@ class RunWriter:
         with self._lock:
             self._check_open()
             folder = self.path / ACTIVATIONS_DIR
-            if folder.is_symlink():
-                raise ValueError(
-                    f"{str(folder)!r} is a symbolic link; refusing to write there."
-                )
+            refuse_link(folder)
             created = not folder.exists()
             folder.mkdir(exist_ok=True)
             if created:
                 fsync_dir(self.path)
             target = folder / npz_name(epoch)
+            refuse_link(target)
             atomic_write(target, lambda fh: np.savez(fh, **arrays))
             self._seen(epoch)
         return target
@@ -635,29 +703,61 @@ class RunWriter:
             self._write_config()
 
     def close(self, status: str = "finished") -> None:
-        """Close the tables and mark the run ``status`` in ``run.json``.
+        """Close the tables, mark the run ``status`` in ``run.json``, unlock.
 
         A writer from :meth:`append_to` only closes its tables: the run's
         status stays as it was. Calling it again does nothing.
 
+        Every step is tried even when an earlier one fails (a full disk):
+        every file is closed, the status is written if the disk allows, the
+        lock is released and the writer counts as closed; then the first
+        failure is raised as one :class:`OSError`.
+
         Parameters
         ----------
         status : {"finished", "crashed"}, default="finished"
+
+        Raises
+        ------
+        OSError
+            Flushing, fsyncing or closing a table, or writing ``run.json``,
+            failed (its ``errno`` is the first failure's, e.g. ``ENOSPC``).
         """
         if status not in ("finished", "crashed"):
             raise InvalidParameterError(
                 f"The 'status' parameter of RunWriter.close must be one of "
                 f"['crashed', 'finished']. Got {status!r} instead."
             )
+        failures: List[Tuple[str, OSError]] = []
         with self._lock:
             if self._closed:
                 return
-            self._information.close()
-            self._scalars.close()
+            self._closed = True
+            for name, table in (
+                (INFORMATION_FILE, self._information),
+                (SCALARS_FILE, self._scalars),
+            ):
+                try:
+                    table.close()
+                except OSError as err:
+                    failures.append((f"closing {name}", err))
             if not self._appending:
                 self._config.update(status=status, ended=_now())
-                self._write_config()
-            self._closed = True
+                try:
+                    self._write_config()
+                except OSError as err:
+                    failures.append((f"writing status {status!r} to {RUN_FILE}", err))
+            if self._run_lock is not None:
+                self._run_lock.release()
+        if failures:
+            what = "; ".join(f"{step} ({err})" for step, err in failures)
+            first = failures[0][1]
+            raise OSError(
+                first.errno,
+                f"Closing the run {str(self.path)!r} failed: {what}. Every file "
+                f"was closed and the run unlocked; rows written before the "
+                f"failure may not all be on disk",
+            ) from first
         if self._appending:
             logger.info("closed run %s (appended rows)", self.path)
         else:

@@ -10,7 +10,12 @@ Routes (under ``/data/plugin/ibmonitor``)
 -----------------------------------------
 ``/runs``
     ``[{"run", "estimators", "probes", "layers", "max_step", "max_wall_time"}]``
-    for every run with information-plane data, sorted by run name.
+    for every run with information-plane data, sorted by run name. A run
+    whose plugin data this plugin cannot read (a ``layer_index`` that is not
+    an int, ...) is left out with a logged warning, and the other runs are
+    still served; ``/skipped`` says which and why.
+``/skipped``
+    ``[{"run", "reason"}]``: the runs left out of ``/runs``.
 ``/information?run=R[&estimator=E][&probe=P]``
     ``{"run": R, "series": [{"probe", "estimator", "layer", "layer_index",
     "epochs", "i_xt", "i_ty", "pinned", "resolution"}], "log_epochs": bool,
@@ -38,6 +43,12 @@ Routes (under ``/data/plugin/ibmonitor``)
 ``/static/index.js``, ``/static/plotly.min.js``
     The front end, and plotly.js from the installed plotly package (nothing is
     loaded from a CDN).
+
+Every route is read-only: it answers GET (and HEAD); any other method gets
+``405 Method Not Allowed`` with ``Allow: GET, HEAD``. A series of
+``/information`` whose tensors are not numbers (a string tensor) is left out,
+and named in the body's ``"skipped": [{"run", "tag", "reason"}]`` (``[]``
+when none).
 
 The data are the tensor summaries written by
 :class:`ibmonitor.tensorboard.writer.TensorBoardWriter`: tag
@@ -108,14 +119,16 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
     # ------------------------------------------------------------ TBPlugin API
     def get_plugin_apps(self) -> dict:
-        """Return the plugin's routes (see the module docstring)."""
-        return {
+        """Return the plugin's routes (see the module docstring), GET only."""
+        apps = {
             "/runs": self._serve_runs,
+            "/skipped": self._serve_skipped,
             "/information": self._serve_information,
             "/scalars": self._serve_scalars,
             "/static/index.js": self._serve_index_js,
             "/static/plotly.min.js": self._serve_plotly,
         }
+        return {route: _read_only(app) for route, app in apps.items()}
 
     def is_active(self) -> bool:
         """Return True if any run has information-plane tensors.
@@ -165,6 +178,13 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         )
 
     @wrappers.Request.application
+    def _serve_skipped(self, request: wrappers.Request) -> wrappers.Response:
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        body = self.skipped_impl(ctx, experiment=experiment)
+        return http_util.Respond(request, _dumps(body), "application/json")
+
+    @wrappers.Request.application
     def _serve_information(self, request: wrappers.Request) -> wrappers.Response:
         run = request.args.get("run")
         if run is None:
@@ -192,31 +212,28 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
     # ---------------------------------------------------------- implementations
     def runs_impl(self, ctx: Any, *, experiment: str) -> list:
-        """List the runs with information-plane data (body of ``/runs``)."""
-        listing = self._list(ctx, experiment=experiment)
+        """List the runs with information-plane data (body of ``/runs``).
+
+        Runs whose data cannot be read are left out (see :meth:`skipped_impl`).
+        """
+        return self._runs(ctx, experiment=experiment)[0]
+
+    def skipped_impl(self, ctx: Any, *, experiment: str) -> list:
+        """List the runs left out of ``/runs``: ``[{"run", "reason"}]``."""
+        return self._runs(ctx, experiment=experiment)[1]
+
+    def _runs(self, ctx: Any, *, experiment: str) -> tuple:
+        listing, skipped = self._list_checked(ctx, experiment=experiment)
         result = []
         for run in sorted(listing):
             series = listing[run]
             if not series:
                 continue
-            meta = [info for info, _ in series.values()]
-            layers = sorted(
-                {(info["layer_index"], info["layer"]) for info in meta},
-            )
-            result.append(
-                {
-                    "run": run,
-                    "estimators": sorted({info["estimator"] for info in meta}),
-                    "probes": sorted(
-                        {info["probe"] for info in meta},
-                        key=lambda probe: (probe != DEFAULT_PROBE, probe),
-                    ),
-                    "layers": list(dict.fromkeys(name for _, name in layers)),
-                    "max_step": max(ts.max_step for _, ts in series.values()),
-                    "max_wall_time": max(ts.max_wall_time for _, ts in series.values()),
-                }
-            )
-        return result
+            try:
+                result.append(_run_entry(run, series))
+            except Exception as error:  # one bad run must not hide the others
+                skipped[run] = _skip(run, f"its series cannot be summarised: {error}")
+        return result, [skipped[run] for run in sorted(skipped)]
 
     def information_impl(
         self,
@@ -228,7 +245,14 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         probe: Optional[str] = None,
     ) -> dict:
         """Trajectories of every layer of one run (body of ``/information``)."""
-        listing = self._list(ctx, experiment=experiment, runs=[run]).get(run, {})
+        listings, skipped_runs = self._list_checked(
+            ctx, experiment=experiment, runs=[run]
+        )
+        listing = listings.get(run, {})
+        skipped = [
+            {"run": run, "tag": None, "reason": entry["reason"]}
+            for entry in skipped_runs.values()
+        ]
         wanted = {
             tag: info
             for tag, (info, _) in listing.items()
@@ -246,7 +270,13 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             ).get(run, {})
             for tag, info in wanted.items():
                 points = data.get(tag, [])
-                values = [point.numpy.reshape(-1) for point in points]
+                try:
+                    values = [_numbers(point.numpy) for point in points]
+                except (TypeError, ValueError) as error:
+                    reason = f"its values are not numbers ({error})"
+                    logger.warning("Skipping tag %r of run %r: %s.", tag, run, reason)
+                    skipped.append({"run": run, "tag": tag, "reason": reason})
+                    continue
                 series.append(
                     {
                         "probe": info["probe"],
@@ -283,6 +313,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                 max(MIN_PLANE_SPAN[0], resolution),
                 max(MIN_PLANE_SPAN[1], resolution),
             ],
+            "skipped": skipped,
         }
 
     def scalars_impl(self, ctx: Any, *, experiment: str, run: str) -> dict:
@@ -321,10 +352,16 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         return {"run": run, "panels": panels}
 
     # ---------------------------------------------------------------- helpers
-    def _list(self, ctx: Any, *, experiment: str, runs: Optional[list] = None) -> dict:
-        """Return {run: {tag: (parsed plugin content, TensorTimeSeries)}}."""
+    def _list_checked(
+        self, ctx: Any, *, experiment: str, runs: Optional[list] = None
+    ) -> tuple:
+        """Return ``(listing, skipped)``: readable runs and ``{run: entry}``.
+
+        A run with any malformed ibmonitor metadata is skipped whole (its
+        data cannot be trusted), with a logged warning.
+        """
         if self._data_provider is None:
-            return {}
+            return {}, {}
         listing = self._data_provider.list_tensors(
             ctx,
             experiment_id=experiment,
@@ -332,12 +369,82 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             run_tag_filter=provider.RunTagFilter(runs=runs) if runs else None,
         )
         result: dict = {}
+        skipped: dict = {}
         for run, tags in (listing or {}).items():
-            for tag, series in tags.items():
-                info = _parse_content(tag, series.plugin_content)
-                if info is not None:
-                    result.setdefault(run, {})[tag] = (info, series)
-        return result
+            try:
+                for tag, series in tags.items():
+                    try:
+                        info = _parse_content(tag, series.plugin_content)
+                    except (TypeError, ValueError, OverflowError) as error:
+                        raise _BadRun(
+                            f"tag {tag!r} has malformed metadata: {error}"
+                        ) from error
+                    if info is not None:
+                        result.setdefault(run, {})[tag] = (info, series)
+            except _BadRun as error:
+                result.pop(run, None)
+                skipped[run] = _skip(run, str(error))
+        return result, skipped
+
+
+class _BadRun(ValueError):
+    """A run's ibmonitor data cannot be read."""
+
+
+def _skip(run: str, reason: str) -> dict:
+    logger.warning("Skipping run %r in the Information Plane tab: %s.", run, reason)
+    return {"run": run, "reason": reason}
+
+
+def _run_entry(run: str, series: dict) -> dict:
+    """Return the ``/runs`` entry of a run (``series``: {tag: (info, series)})."""
+    meta = [info for info, _ in series.values()]
+    layers = sorted({(info["layer_index"], info["layer"]) for info in meta})
+    return {
+        "run": run,
+        "estimators": sorted({info["estimator"] for info in meta}),
+        "probes": sorted(
+            {info["probe"] for info in meta},
+            key=lambda probe: (probe != DEFAULT_PROBE, probe),
+        ),
+        "layers": list(dict.fromkeys(name for _, name in layers)),
+        "max_step": int(max(ts.max_step for _, ts in series.values())),
+        "max_wall_time": float(max(ts.max_wall_time for _, ts in series.values())),
+    }
+
+
+def _numbers(array: Any) -> Any:
+    """Flatten a tensor value to float64; TypeError/ValueError if not numeric."""
+    import numpy as np
+
+    flat = np.asarray(array).reshape(-1)
+    if flat.dtype.kind not in "biuf":
+        raise TypeError(f"dtype {flat.dtype} is not numeric")
+    return flat.astype(np.float64)
+
+
+_ALLOWED = "GET, HEAD"
+
+
+def _read_only(app: Any) -> Any:
+    """Wrap a WSGI app so that it answers 405 to anything but GET and HEAD."""
+
+    def read_only_app(environ: dict, start_response: Any) -> Any:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if method in ("GET", "HEAD"):
+            return app(environ, start_response)
+        body = f"Method {method} not allowed; this route is read-only.\n".encode()
+        start_response(
+            "405 METHOD NOT ALLOWED",
+            [
+                ("Allow", _ALLOWED),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body] if method != "HEAD" else []
+
+    return read_only_app
 
 
 def plotly_js_path() -> Path:
@@ -356,9 +463,19 @@ def _parse_content(tag: str, content: bytes) -> Optional[dict]:
     except (UnicodeDecodeError, ValueError):
         logger.warning("Ignoring tag %r: its ibmonitor metadata is not JSON.", tag)
         return None
-    if not isinstance(info, dict) or int(info.get("version", 0)) > 1:
+    if not isinstance(info, dict):
+        logger.warning("Ignoring tag %r: its ibmonitor metadata is not an object.", tag)
+        return None
+    if int(info.get("version", 0)) > 1:
         logger.warning("Ignoring tag %r: unknown ibmonitor data version.", tag)
         return None
+    # Malformed values raise ValueError: the caller skips the run.
+    try:
+        layer_index = int(info.get("layer_index", 0))
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"'layer_index' must be an int, got {info.get('layer_index')!r}"
+        ) from None
     parts = tag.split("/")
     layer = info.get("layer") or (parts[-1] if parts else tag)
     return {
@@ -369,7 +486,7 @@ def _parse_content(tag: str, content: bytes) -> Optional[dict]:
             info.get("estimator") or (parts[-2] if len(parts) > 2 else "")
         ),
         "layer": str(layer),
-        "layer_index": int(info.get("layer_index", 0)),
+        "layer_index": layer_index,
     }
 
 

@@ -21,9 +21,21 @@ training epochs (wall or CPU time of one epoch), and the operations counted by
 evaluations over the data (``grad``) and full forward passes over the data
 (``passes`` = forward batches / batches in the training split).
 
+**Side by side with PyHessian** (Yao et al. 2020; ``pip install pyhessian``, a
+benchmark-only dependency, skipped with a note when it is not installed): on one
+batch (digits: the first 1,000 training images; twelve_bit: the whole training
+split, 3,277 inputs) the top Hessian eigenvalue (ibmonitor's Lanczos and power
+iteration, PyHessian's power iteration, all at ``tol=1e-3``) and the trace from
+100 Hutchinson vectors (PyHessian's ``trace(maxIter=100, tol=-1)``: a negative
+tol turns off its early stop, so both use exactly 100 vectors). PyHessian's
+times include building its object (the forward pass and the first backward
+with ``create_graph=True``), as ibmonitor's include theirs.
+
 Usage::
 
     python scripts/bench_measures.py                 # full (a few minutes on CPU)
+    python scripts/bench_measures.py --only-pyhessian  # just the comparison
+    python scripts/bench_measures.py --no-pyhessian    # skip the comparison
     python scripts/bench_measures.py --quick         # 1 training epoch, 1 repeat
     python scripts/bench_measures.py --json out.json # also write JSON
     python scripts/bench_measures.py --device cuda   # on a GPU
@@ -208,6 +220,154 @@ def measure_cases(
     return cases
 
 
+PYHESSIAN_BATCH = {"digits": 1000, "twelve_bit": None}  # None: the whole split
+
+
+def pyhessian_rows(
+    prob: Dict[str, Any], device: torch.device, repeats: int
+) -> List[Dict[str, Any]]:
+    """Top-1 eigenvalue and 100-vector trace: ibmonitor vs PyHessian, one batch."""
+    import importlib
+
+    # pyhessian/__init__.py rebinds the name "hessian" to the class: take the module.
+    pyh = importlib.import_module("pyhessian.hessian")
+
+    model, lf = prob["model"], nn.CrossEntropyLoss()
+    n = PYHESSIAN_BATCH[prob["name"]] or len(prob["train"][0])
+    batch = (prob["train"][0][:n], prob["train"][1][:n])
+    calls = {"hvp": 0}
+    original = pyh.hessian_vector_product
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls["hvp"] += 1
+        return original(*args, **kwargs)
+
+    def with_pyhessian(method: str) -> Callable[[], Any]:
+        def thunk() -> Any:
+            calls["hvp"] = 0
+            pyh.hessian_vector_product = counted
+            try:
+                h = pyh.hessian(model, lf, data=batch, cuda=device.type == "cuda")
+                if method == "eig":
+                    out = (h.eigenvalues(maxIter=100, tol=1e-3, top_n=1)[0][0],)
+                else:
+                    out = float(np.mean(h.trace(maxIter=100, tol=-1)))
+            finally:
+                pyh.hessian_vector_product = original
+                # PyHessian leaves .grad (with its graph) on the parameters.
+                model.zero_grad(set_to_none=True)
+            return out, calls["hvp"]
+
+        return thunk
+
+    def with_ibmonitor(thunk: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with counting() as counts:
+                out = thunk()
+            return out, counts.hvp
+
+        return run
+
+    cases = [
+        (
+            "top eigenvalue",
+            "ibmonitor lanczos",
+            with_ibmonitor(
+                lambda: measures.hessian_eigenvalues(model, lf, batch, batch_size=n)
+            ),
+        ),
+        (
+            "top eigenvalue",
+            "ibmonitor power",
+            with_ibmonitor(
+                lambda: measures.hessian_eigenvalues(
+                    model, lf, batch, batch_size=n, method="power"
+                )
+            ),
+        ),
+        ("top eigenvalue", "PyHessian power", with_pyhessian("eig")),
+        (
+            "trace, 100 vectors",
+            "ibmonitor",
+            with_ibmonitor(
+                lambda: measures.hessian_trace(model, lf, batch, 100, batch_size=n)
+            ),
+        ),
+        ("trace, 100 vectors", "PyHessian", with_pyhessian("trace")),
+    ]
+    was_training = model.training
+    # Round robin: every repeat runs each case once, so a shared machine's
+    # load drifts over all of them alike; one untimed warm-up call each first.
+    # A timing covers `inner` calls (at least 0.2 s), so that millisecond cases
+    # are not at the mercy of one scheduler hiccup; the time is per call.
+    times: List[List[float]] = [[] for _ in cases]
+    results: List[Any] = [None] * len(cases)
+    inner: List[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _, _, thunk in cases:
+            thunk()
+            _sync(device)
+            start = time.perf_counter()
+            thunk()
+            _sync(device)
+            inner.append(max(1, math.ceil(0.2 / (time.perf_counter() - start))))
+        for _ in range(repeats):
+            for i, (_, _, thunk) in enumerate(cases):
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(inner[i]):
+                    results[i] = thunk()
+                _sync(device)
+                times[i].append((time.perf_counter() - start) / inner[i])
+    rows = []
+    for (quantity, tool, _), elapsed, (result, hvp) in zip(cases, times, results):
+        seconds = statistics.median(elapsed)
+        value = (
+            result[0] if isinstance(result, tuple) else getattr(result, "mean", result)
+        )
+        rows.append(
+            {
+                "network": prob["name"],
+                "batch": n,
+                "quantity": quantity,
+                "tool": tool,
+                "seconds": seconds,
+                "hvp": hvp,
+                "ms_per_hvp": 1e3 * seconds / max(hvp, 1),
+                "value": float(value),
+            }
+        )
+        print(
+            f"  {quantity:<19} {tool:<18} {seconds:8.3f} s  hvp={hvp:<4} "
+            f"{rows[-1]['ms_per_hvp']:7.2f} ms/hvp  value={float(value):.5g}",
+            flush=True,
+        )
+    model.train(was_training)
+    return rows
+
+
+def pyhessian_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [
+        "| network | batch | quantity | tool | time (s) | HVPs | ms / HVP | value "
+        "| time / PyHessian's |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    ref = {
+        (r["network"], r["quantity"]): r["seconds"]
+        for r in rows
+        if r["tool"].startswith("PyHessian")
+    }
+    for r in rows:
+        ratio = r["seconds"] / ref[(r["network"], r["quantity"])]
+        lines.append(
+            f"| {r['network']} | {r['batch']} | {r['quantity']} | {r['tool']} | "
+            f"{r['seconds']:.3f} | {r['hvp']} | {r['ms_per_hvp']:.2f} | "
+            f"{r['value']:.5g} | {ratio:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def _value(result: Any) -> str:
     if isinstance(result, float):
         return f"{result:.4g}"
@@ -238,6 +398,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     repeats = 1 if args.quick else args.repeats
     rows: List[Dict[str, Any]] = []
     nets: Dict[str, Any] = {}
+    comparison: List[Dict[str, Any]] = []
+    try:
+        import pyhessian  # noqa: F401
+
+        pyhessian_available = True
+    except ImportError:
+        pyhessian_available = False
     for name in args.networks:
         prob = problem(name, device, args.seed)
         init = copy.deepcopy(prob["model"].state_dict())
@@ -265,6 +432,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             f"train/test accuracy {gap.train_acc:.3f}/{gap.test_acc:.3f}",
             flush=True,
         )
+        if args.pyhessian:
+            if pyhessian_available:
+                comparison += pyhessian_rows(prob, device, args.pyhessian_repeats)
+            else:
+                print("  (PyHessian is not installed: pip install pyhessian)")
+        if args.only_pyhessian:
+            continue
         for measure, settings, thunk in measure_cases(prob, init):
             elapsed, elapsed_cpu, notes = [], [], set()
             for _ in range(repeats):
@@ -315,6 +489,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "eval_batch_size": EVAL_BATCH,
         "networks": nets,
         "rows": rows,
+        "pyhessian": comparison,
     }
 
 
@@ -329,6 +504,8 @@ def table(result: Dict[str, Any]) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, net in result["networks"].items():
+        if not any(r["network"] == name for r in result["rows"]):
+            continue
         lines.append(
             f"| {name} | one training epoch | batch {net['train_batch']}, "
             f"{net['n_train']} samples | {net['epoch_s']:.3f} | 1 | "
@@ -362,11 +539,34 @@ def main(argv: Any = None) -> int:
         default=["digits", "twelve_bit"],
         choices=["digits", "twelve_bit"],
     )
+    parser.add_argument(
+        "--no-pyhessian",
+        dest="pyhessian",
+        action="store_false",
+        help="skip the side-by-side comparison with PyHessian",
+    )
+    parser.add_argument(
+        "--only-pyhessian",
+        action="store_true",
+        help="train, then run only the comparison with PyHessian",
+    )
+    parser.add_argument(
+        "--pyhessian-repeats",
+        type=int,
+        default=5,
+        help="repeats of each case in the PyHessian comparison (median)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    if args.only_pyhessian:
+        args.pyhessian = True
     result = run(args)
     print()
-    print(table(result))
+    if result["rows"]:
+        print(table(result))
+    if result["pyhessian"]:
+        print()
+        print(pyhessian_table(result["pyhessian"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0

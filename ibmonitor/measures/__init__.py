@@ -10,6 +10,7 @@ train/eval modes, buffers, and all random-number generator states).
 >>> measures.generalization_gap(model, loss_fn, train_data, test_data)  # doctest: +SKIP
 >>> measures.hessian_eigenvalues(model, loss_fn, data, k=1)             # doctest: +SKIP
 >>> measures.hessian_trace(model, loss_fn, data, n_samples=100)         # doctest: +SKIP
+>>> measures.hessian_spectral_density(model, loss_fn, data, n_steps=90) # doctest: +SKIP
 >>> measures.worst_case_sharpness(model, loss_fn, data, eps=1e-3)       # doctest: +SKIP
 >>> measures.expected_sharpness(model, loss_fn, data, sigma=0.01)       # doctest: +SKIP
 >>> measures.pac_bayes(model, loss_fn, data, init=initial_state_dict)   # doctest: +SKIP
@@ -29,8 +30,10 @@ from ._data import OperationCounts, counting
 from .generalization import GeneralizationGap, generalization_gap
 from .hessian import (
     HessianEigenvalues,
+    HessianSpectralDensity,
     HessianTrace,
     hessian_eigenvalues,
+    hessian_spectral_density,
     hessian_trace,
     hessian_vector_product,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "NORM_COLUMNS",
     "GeneralizationGap",
     "HessianEigenvalues",
+    "HessianSpectralDensity",
     "HessianTrace",
     "Measure",
     "MeasureContext",
@@ -67,6 +71,7 @@ __all__ = [
     "generalization_gap",
     "get_measure",
     "hessian_eigenvalues",
+    "hessian_spectral_density",
     "hessian_trace",
     "hessian_vector_product",
     "measure_cost",

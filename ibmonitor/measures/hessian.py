@@ -7,11 +7,16 @@ products ``H v``, computed by double backward (Pearlmutter's trick),
     H v = d/dw ( (dL/dw) . v ),
 
 one ``torch.autograd.grad(..., create_graph=True)`` and one more
-``torch.autograd.grad`` per batch, about twice the cost of a gradient.
+``torch.autograd.grad`` per batch, about twice the cost of a gradient. When the
+data is one batch the first gradient (and its graph) is computed once and
+reused for every product, as PyHessian does, so a product costs one backward
+pass through that graph.
 
 - :func:`hessian_eigenvalues`: top-k eigenvalues by Lanczos with full
   reorthogonalisation (default) or by power iteration with deflation.
 - :func:`hessian_trace`: Hutchinson's estimator with Rademacher vectors.
+- :func:`hessian_spectral_density`: the eigenvalue density by stochastic
+  Lanczos quadrature (PyHessian's ESD).
 
 Both have per-layer variants (``per_layer=True``: the diagonal block of ``H``
 for the parameters of each module) and accept ``params`` to restrict ``w`` to a
@@ -50,8 +55,10 @@ from .registry import MeasureContext, register_measure
 
 __all__ = [
     "HessianEigenvalues",
+    "HessianSpectralDensity",
     "HessianTrace",
     "hessian_eigenvalues",
+    "hessian_spectral_density",
     "hessian_trace",
     "hessian_vector_product",
 ]
@@ -212,7 +219,16 @@ def _unflatten(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> List[torch.T
 
 
 class _Operator:
-    """``v -> H v`` on flat vectors for a fixed model, loss, data and params."""
+    """``v -> H v`` on flat vectors for a fixed model, loss, data and params.
+
+    With one batch the gradient is computed once, with ``create_graph=True``,
+    and every product differentiates that graph again
+    (``torch.autograd.grad(grads, params, v, retain_graph=True)``): one
+    backward pass a product instead of a forward and two backward passes. The
+    graph lives until :meth:`release` (the callers release it in ``finally``).
+    With several batches each product goes through
+    :func:`hessian_vector_product` (one batch's graph at a time).
+    """
 
     def __init__(self, model, loss_fn, batches, params, output_key=None):
         self.model, self.loss_fn, self.batches = model, loss_fn, batches
@@ -222,18 +238,63 @@ class _Operator:
         self.device = self.params[0].device
         self.n = sum(p.numel() for p in self.params)
         self.calls = 0
+        self.single = len(batches.batches) == 1
+        self._graph: Optional[Tuple[List[torch.Tensor], List[int]]] = None
+
+    def _build_graph(self) -> Tuple[List[torch.Tensor], List[int]]:
+        owner = "hessian_vector_product"
+        ((x, y),) = self.batches.batches
+        with torch.enable_grad():
+            output = model_output(self.model, x, self.output_key, owner=owner)
+            loss = _check_loss(self.loss_fn(output, y))
+            _count("forward")
+            grads = torch.autograd.grad(
+                loss, self.params, create_graph=True, allow_unused=True
+            )
+        # Only gradients that depend on the parameters have a second derivative.
+        keep = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+        return [grads[i] for i in keep], keep
+
+    def release(self) -> None:
+        """Free the retained graph of the one-batch path."""
+        self._graph = None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        hv = hessian_vector_product(
-            self.model,
-            self.loss_fn,
-            self.batches,
-            self.params,
-            _unflatten(v, self.params),
-            output_key=self.output_key,
+        if not self.single:
+            hv = hessian_vector_product(
+                self.model,
+                self.loss_fn,
+                self.batches,
+                self.params,
+                _unflatten(v, self.params),
+                output_key=self.output_key,
+            )
+            return flatten(hv, self.dtype)
+        check_autograd("hessian_vector_product")
+        if self._graph is None:
+            self._graph = self._build_graph()
+        grads, keep = self._graph
+        _count("hvp")
+        if not keep:  # the loss is at most linear in params: H = 0
+            return torch.zeros_like(v)
+        parts = _unflatten(v.detach(), self.params)
+        with torch.enable_grad():
+            hv = torch.autograd.grad(
+                grads,
+                self.params,
+                grad_outputs=[parts[i] for i in keep],
+                retain_graph=True,
+                allow_unused=True,
+            )
+        return torch.cat(
+            [
+                (h.detach() if h is not None else torch.zeros_like(p))
+                .reshape(-1)
+                .to(self.dtype)
+                for h, p in zip(hv, self.params)
+            ]
         )
-        return flatten(hv, self.dtype)
 
 
 # ------------------------------------------------------------------ Lanczos ---
@@ -307,7 +368,16 @@ def _power(
     total_iter = 0
     all_converged = True
 
-    def run(shift: float, found: List[torch.Tensor]) -> Tuple[float, torch.Tensor]:
+    def run(
+        shift: float, found: List[torch.Tensor], floor: float
+    ) -> Tuple[float, torch.Tensor]:
+        """Iterate ``P (H - shift I) P``; return an eigenvalue of ``H`` and its vector.
+
+        The stop tests look at the eigenvalue of ``H`` itself (``rq + shift``),
+        never at the shifted Rayleigh quotient, whose relative change is smaller
+        by the factor ``|lambda| / |lambda - shift|`` (issue "Nothing lost,
+        nothing hangs ... and right Hessians").
+        """
         nonlocal total_iter, all_converged
 
         def project(v: torch.Tensor) -> torch.Tensor:
@@ -318,31 +388,49 @@ def _power(
         v = project(torch.randn(op.n, generator=gen, dtype=op.dtype, device=op.device))
         v = v / v.norm()
         lam = math.nan
-        ok = False
+        prev_change = math.nan
         for _ in range(max_iter):
             total_iter += 1
             w = project(op(v) - shift * v)
-            new = float(v @ w)
-            norm = float(w.norm())
-            if norm == 0.0:
-                lam, ok = new, True
-                break
-            v = w / norm
-            if not math.isnan(lam) and abs(new - lam) <= tol * max(abs(new), 1e-30):
-                lam, ok = new, True
-                break
-            lam = new
-        all_converged = all_converged and ok
+            rq = float(v @ w)
+            new = rq + shift  # the estimate of the eigenvalue of H
+            scale = max(abs(new), floor)
+            bound = tol * scale
+            # ||(H - new I) v|| (deflated): |new - lambda| <= residual for some
+            # eigenvalue lambda, so this test certifies the relative error.
+            resid = float((w - rq * v).norm())
+            if resid <= bound:
+                return new, v
+            v_next = w / w.norm()
+            # Rayleigh quotients converge geometrically: their change shrinks by
+            # a ratio q per step, and the error left is about change * q / (1 - q)
+            # (Aitken); stop when that is within tol. The residual must be small
+            # too (the eigenvalue error is about residual^2 / gap), which keeps
+            # a stagnating quotient (e.g. +-lambda both dominant) from stopping.
+            if not math.isnan(lam) and resid <= math.sqrt(tol) * scale:
+                change = abs(new - lam)
+                if change == 0.0:
+                    return new, v_next
+                if change <= bound and prev_change > 0:
+                    q = change / prev_change
+                    if q < 1 and change * q / (1 - q) <= bound:
+                        return new, v_next
+                prev_change = change
+            elif not math.isnan(lam):
+                prev_change = abs(new - lam)
+            lam, v = new, v_next
+        all_converged = False
         return lam, v
 
-    mu, u = run(0.0, [])
+    mu, u = run(0.0, [], 1e-30)
+    floor = 1e-6 * abs(mu) if mu != 0 else 1e-30
     if mu >= 0:
         values, vectors, shift = [mu], [u], -mu
     else:
         values, vectors, shift = [], [], mu
     while len(values) < min(k, op.n):
-        lam, u = run(shift, vectors)
-        values.append(lam + shift)
+        lam, u = run(shift, vectors, floor)
+        values.append(lam)
         vectors.append(u)
     order = np.argsort(values)[::-1]
     return (
@@ -412,9 +500,13 @@ def hessian_eigenvalues(
     max_iter : int, default=100
         Lanczos steps, or power iterations per eigenvalue.
     tol : float, default=1e-3
-        Relative tolerance: Lanczos stops when every Ritz residual bound
-        ``|beta_j s_ji|`` is below ``tol * |theta_i|``; power iteration when the
-        Rayleigh quotient changes by less than ``tol`` relatively.
+        Relative tolerance. Lanczos stops when every Ritz residual
+        ``||H y_i - theta_i y_i|| = |beta_j s_ji|`` is below ``tol * |theta_i|``
+        (so each value is within ``tol`` relatively of an eigenvalue of ``H``).
+        Power iteration stops, for each eigenvalue, when the residual
+        ``||H v - lambda v||`` (deflated) is below ``tol * |lambda|``, or when
+        the change of the estimate ``lambda`` itself, extrapolated to the limit
+        from the ratio of successive changes, is below ``tol * |lambda|``.
     params : str, Parameter or sequence of them, optional
         Restrict ``w`` to these parameters (names of parameters or modules, or
         Parameter objects); default all parameters that require grad.
@@ -490,7 +582,10 @@ def hessian_eigenvalues(
             tensors = [p for _, p in named]
             op = _Operator(model, loss_fn, batches, tensors, output_key)
             gen = seeded_generator(op.device, seed)
-            values, vectors, n_iter, converged = solver(op, k, max_iter, tol, gen)
+            try:
+                values, vectors, n_iter, converged = solver(op, k, max_iter, tol, gen)
+            finally:
+                op.release()
             if not converged:
                 warnings.warn(
                     f"hessian_eigenvalues ({method}) did not reach tol={tol:g} in "
@@ -607,10 +702,13 @@ def hessian_trace(
             op = _Operator(model, loss_fn, batches, [p for _, p in named], output_key)
             gen = seeded_generator(op.device, seed)
             samples = []
-            for _ in range(n_samples):
-                v = torch.randint(0, 2, (op.n,), generator=gen, device=op.device)
-                v = v.to(op.dtype) * 2 - 1
-                samples.append(float(v @ op(v)))
+            try:
+                for _ in range(n_samples):
+                    v = torch.randint(0, 2, (op.n,), generator=gen, device=op.device)
+                    v = v.to(op.dtype) * 2 - 1
+                    samples.append(float(v @ op(v)))
+            finally:
+                op.release()
             arr = np.asarray(samples)
             stderr = (
                 float(arr.std(ddof=1) / math.sqrt(len(arr)))
@@ -619,6 +717,223 @@ def hessian_trace(
             )
             results[name] = HessianTrace(float(arr.mean()), stderr, len(arr))
     return results if per_layer else results["all"]
+
+
+@dataclass(frozen=True, eq=False)
+class HessianSpectralDensity:
+    """Gauss quadrature of the Hessian's eigenvalue density (SLQ).
+
+    The spectral measure ``(1/p) sum_i delta(t - lambda_i)`` of the ``p x p``
+    Hessian is approximated by point masses ``weights`` at ``nodes``; for
+    every polynomial ``f`` of degree below ``2 * n_steps``,
+    ``sum(weights * f(nodes))`` is the mean over the probe vectors of
+    ``v^T f(H) v / v^T v``, an unbiased estimate of ``tr(f(H)) / p``.
+
+    Attributes
+    ----------
+    nodes : ndarray of shape (n_nodes,)
+        Ritz values of every probe vector, concatenated (``n_steps`` each, or
+        fewer where Lanczos found an invariant subspace).
+    weights : ndarray of shape (n_nodes,)
+        Their weights, the squared first components of the Ritz vectors divided
+        by ``n_vectors``; they sum to 1.
+    n_vectors : int
+        Probe vectors (Rademacher, normalised).
+    n_steps : tuple of int
+        Lanczos steps run for each probe vector.
+    n_hvp : int
+        Hessian-vector products used.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    n_vectors: int
+    n_steps: Tuple[int, ...]
+    n_hvp: int
+
+    def moment(self, m: int) -> float:
+        """Return ``sum(weights * nodes**m)``, the estimate of ``tr(H^m) / p``."""
+        return float(np.sum(self.weights * self.nodes**m))
+
+    def density(self, grid: Any, *, sigma: Optional[float] = None) -> np.ndarray:
+        """Evaluate the Gaussian-smoothed density on ``grid``.
+
+        ``phi(t) = sum_i weights_i N(t; nodes_i, sigma^2)``, which integrates
+        to 1 over the real line.
+
+        Parameters
+        ----------
+        grid : array-like of shape (n_points,)
+            Where to evaluate the density.
+        sigma : float, optional
+            Width of the Gaussian kernel; default ``0.01 * (max(nodes) -
+            min(nodes))`` (``1e-3 * max(|nodes|)`` or 1e-12 if they are all
+            equal).
+
+        Returns
+        -------
+        density : ndarray of shape (n_points,)
+        """
+        t = np.asarray(grid, dtype=float)
+        if sigma is None:
+            spread = float(self.nodes.max() - self.nodes.min())
+            sigma = 0.01 * spread or 1e-3 * float(np.abs(self.nodes).max()) or 1e-12
+        check_param(
+            sigma, "sigma", "HessianSpectralDensity.density", low=0.0, low_closed=False
+        )
+        z = (t[..., None] - self.nodes) / sigma
+        kernel = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+        return kernel @ self.weights
+
+
+def _slq_quadrature(
+    op: _Operator, v: torch.Tensor, n_steps: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Lanczos (full reorthogonalisation) from ``v``: Gauss nodes and weights."""
+    m = min(n_steps, op.n)
+    q_mat = torch.zeros(m, op.n, dtype=op.dtype, device=op.device)
+    q_mat[0] = v / v.norm()
+    alphas: List[float] = []
+    betas: List[float] = []
+    for j in range(m):
+        w = op(q_mat[j])
+        alphas.append(float(w @ q_mat[j]))
+        basis = q_mat[: j + 1]
+        for _ in range(2):  # full reorthogonalisation, twice is enough
+            w = w - basis.T @ (basis @ w)
+        beta = float(w.norm())
+        scale = max(max(abs(a) for a in alphas), max(betas, default=0.0), 1e-30)
+        # beta ~ 0: the Krylov space is invariant and the quadrature is exact.
+        if j + 1 == m or beta <= 1e-10 * scale:
+            break
+        betas.append(beta)
+        q_mat[j + 1] = w / beta
+    t_mat = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    theta, s_vec = np.linalg.eigh(t_mat)
+    return theta, s_vec[0] ** 2
+
+
+def hessian_spectral_density(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Any,
+    *,
+    n_vectors: int = 1,
+    n_steps: int = 100,
+    params: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+    max_batches: Optional[int] = None,
+    output_key: OutputKey = None,
+    label_key: Optional[str] = None,
+) -> HessianSpectralDensity:
+    """Estimate the Hessian's eigenvalue density by stochastic Lanczos quadrature.
+
+    For each of ``n_vectors`` Rademacher probe vectors ``v``, ``n_steps``
+    Lanczos steps from ``v / ||v||`` give a tridiagonal matrix ``T``; its
+    eigenvalues (nodes) and the squared first components of its eigenvectors
+    (weights) are the Gauss quadrature of the spectral measure of ``H`` seen
+    from ``v``. Averaged over the probes they estimate the eigenvalue density
+    ``(1/p) sum_i delta(t - lambda_i)`` of the ``p x p`` Hessian of the
+    training loss (the sample mean of ``loss_fn``), in eval mode, on the model's
+    device. The model is left exactly as found.
+
+    Parameters
+    ----------
+    model : Module
+    loss_fn : callable
+        ``loss_fn(output, target) -> scalar tensor``, the mean over the batch.
+    data : tuple (inputs, targets) or iterable of batches
+        Training data (read once).
+    n_vectors : int, default=1
+        Probe vectors; the density's stochastic error falls as
+        ``1 / sqrt(n_vectors)`` (small already for one vector when ``p`` is
+        large).
+    n_steps : int, default=100
+        Lanczos steps for each probe (at most ``p``); the quadrature is exact
+        for polynomials of degree below ``2 * n_steps``. Stores ``n_steps``
+        vectors of the parameters' size.
+    params : str, Parameter or sequence of them, optional
+        Restrict ``w`` to these parameters; default all that require grad.
+    seed : int, default=0
+        Seed of the probe vectors (own generator on the model's device).
+    batch_size : int, default=1024
+        Batch size for a tensor pair.
+    max_batches : int, optional
+        Use only the first ``max_batches`` batches.
+    output_key : None, int or str, default=None
+        Which element of the model's output is the output (see
+        :func:`ibmonitor.structures.select_output`).
+    label_key : str, optional
+        Key of the targets in dict batches; default ``"labels"``, else
+        ``"label"``.
+
+    Returns
+    -------
+    density : HessianSpectralDensity
+        ``.nodes`` and ``.weights`` (summing to 1), ``.moment(m)``, and
+        ``.density(grid, sigma=...)`` for the Gaussian-smoothed density.
+
+    Raises
+    ------
+    RuntimeError
+        Called inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine).
+
+    Notes
+    -----
+    Cost: ``n_vectors * n_steps`` Hessian-vector products. The extreme nodes
+    converge first to the extreme eigenvalues, so the density's support covers
+    ``[lambda_min, lambda_max]`` after a few tens of steps; the interior is
+    resolved to about ``(lambda_max - lambda_min) / n_steps``. PyHessian's
+    ``density(iter, n_v)`` is the same algorithm.
+
+    References
+    ----------
+    Ghorbani, Krishnan & Xiao, "An Investigation into Neural Net Optimization
+    via Hessian Eigenvalue Density", ICML (2019). Lin, Saad & Yang,
+    "Approximating spectral densities of large matrices", SIAM Review (2016).
+    Golub & Meurant, "Matrices, Moments and Quadrature with Applications"
+    (2010).
+    """
+    owner = "hessian_spectral_density"
+    check_autograd(owner)
+    check_param(n_vectors, "n_vectors", owner, kind="int", low=1)
+    check_param(n_steps, "n_steps", owner, kind="int", low=1)
+    _check_common(owner, seed, batch_size, max_batches)
+    named = trainable_parameters(model, params, owner=owner)
+    batches = load_batches(
+        data,
+        model,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        owner=owner,
+        label_key=label_key,
+    )
+    nodes, weights, steps = [], [], []
+    with preserve_state(model, parameters=True), autocast_disabled(model_device(model)):
+        model.eval()
+        op = _Operator(model, loss_fn, batches, [p for _, p in named], output_key)
+        gen = seeded_generator(op.device, seed)
+        try:
+            for _ in range(n_vectors):
+                v = torch.randint(0, 2, (op.n,), generator=gen, device=op.device)
+                theta, tau = _slq_quadrature(op, v.to(op.dtype) * 2 - 1, n_steps)
+                nodes.append(theta)
+                weights.append(tau / n_vectors)
+                steps.append(len(theta))
+        finally:
+            op.release()
+    result = HessianSpectralDensity(
+        nodes=np.concatenate(nodes),
+        weights=np.concatenate(weights),
+        n_vectors=n_vectors,
+        n_steps=tuple(steps),
+        n_hvp=op.calls,
+    )
+    logger.debug(
+        "hessian_spectral_density: %d nodes, %d HVPs", len(result.nodes), result.n_hvp
+    )
+    return result
 
 
 @register_measure(

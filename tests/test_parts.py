@@ -372,3 +372,17 @@ def test_saturation_is_written_once_per_bounded_layer(tiny_mlp):
         t = tiny_mlp.model[1](tiny_mlp.model[0](tiny_mlp.x))
     assert scalars["saturation/1"] == pytest.approx(saturated_fraction(t, "tanh"))
     assert schema.saturation_name("fc", "test") == "saturation/test/fc"
+
+
+def test_a_sink_without_a_path_or_logdir_is_a_clear_error(tiny_mlp):
+    from ibmonitor.sinks import RunStore, TensorBoard
+
+    for sink, name in ((RunStore(), "RunStore"), (TensorBoard(), "TensorBoard")):
+        with pytest.raises(
+            InvalidParameterError, match=f"The {name} sink needs a path"
+        ):
+            sink.open({}, logdir=None)
+    with pytest.raises(InvalidParameterError, match="RunStore sink needs a path"):
+        ibmonitor.InformationMonitor(
+            tiny_mlp.model, inputs=tiny_mlp.x, labels=tiny_mlp.y, sinks=["runstore"]
+        )

@@ -103,6 +103,24 @@ class Sink:
     def close(self, status: str) -> None:
         """End the run with ``status`` (``"finished"`` or ``"crashed"``)."""
 
+    def directory(self, path: Optional[Path], logdir: Optional[Path]) -> Path:
+        """Return the sink's own ``path``, else the monitor's ``logdir``.
+
+        Raises
+        ------
+        InvalidParameterError
+            Neither is given (the message names the sink).
+        """
+        if path is not None:
+            return Path(path)
+        if logdir is None:
+            cls = type(self).__name__
+            raise InvalidParameterError(
+                f"The {cls} sink needs a path: pass {cls}(path) or the monitor's "
+                "'logdir'."
+            )
+        return Path(logdir)
+
     def describe(self) -> str:
         """Return the sink's name as listed in ``run.json["sinks"]``."""
         return self.name

@@ -83,13 +83,7 @@ class RunStore(Sink):
         """Create (or resume) the run directory."""
         from ..storage import RunWriter
 
-        if self.path is None:
-            if logdir is None:
-                raise InvalidParameterError(
-                    "The RunStore sink needs a path: pass RunStore(path) or the "
-                    "monitor's 'logdir'."
-                )
-            self.path = Path(logdir)
+        self.path = self.directory(self.path, logdir)
         initial = dict(config)
         initial.setdefault("recording", {})
         initial["recording"] = {

@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .._validation import check_param
-from ..exceptions import InvalidParameterError
 from .base import Sink, register_sink
 
 __all__ = ["TensorBoard"]
@@ -65,13 +64,7 @@ class TensorBoard(Sink):
         """Open the event file and write the custom-scalars layout."""
         from ..tensorboard.writer import TensorBoardWriter
 
-        if self.path is None:
-            if logdir is None:
-                raise InvalidParameterError(
-                    "The TensorBoard sink needs a path: pass TensorBoard(path) or "
-                    "the monitor's 'logdir'."
-                )
-            self.path = Path(logdir)
+        self.path = self.directory(self.path, logdir)
         self.writer = TensorBoardWriter(self.path, config=config)
         self.writer.write_layout(
             list(config.get("layers") or {}),

@@ -14,15 +14,26 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, List, Optional
 
 from ._validation import check_param
 
-__all__ = ["BackgroundExecutor", "Executor", "InlineExecutor", "make_executor"]
+__all__ = [
+    "BackgroundExecutor",
+    "Executor",
+    "ExecutorBusy",
+    "InlineExecutor",
+    "make_executor",
+]
 
 logger = logging.getLogger(__name__)
 
 Job = Callable[[], None]
+
+
+class ExecutorBusy(RuntimeError):
+    """The background worker did not free a slot (or finish) within its timeout."""
 
 
 class Executor:
@@ -69,13 +80,25 @@ class BackgroundExecutor(Executor):
     queue_size : int, default=2
         Bounded jobs (recorded epochs) that may wait; :meth:`submit` of a
         further one blocks until one is done.
+    timeout : float, optional
+        Longest wait, in seconds, for a free slot in :meth:`submit` and for
+        the worker to finish in :meth:`shutdown`; past it :meth:`submit`
+        raises :class:`ExecutorBusy` (the job is not queued) and
+        :meth:`shutdown` returns, leaving the (daemon) worker behind. ``None``
+        waits as long as it takes. An estimator that never returns then
+        cannot block training or ``close()`` for longer than ``timeout``.
     """
 
     background = True
 
-    def __init__(self, queue_size: int = 2) -> None:
+    def __init__(self, queue_size: int = 2, *, timeout: Optional[float] = None) -> None:
         check_param(queue_size, "queue_size", "BackgroundExecutor", kind="int", low=1)
+        if timeout is not None:
+            check_param(
+                timeout, "timeout", "BackgroundExecutor", low=0.0, low_closed=False
+            )
         self.queue_size = int(queue_size)
+        self.timeout = None if timeout is None else float(timeout)
         self._queue: queue.Queue = queue.Queue()
         self._slots = threading.BoundedSemaphore(self.queue_size)
         self._errors: List[BaseException] = []
@@ -99,14 +122,35 @@ class BackgroundExecutor(Executor):
         """Queue ``job``; a bounded job waits for a free slot first."""
         if not self.alive():
             raise RuntimeError("The background worker is not running.")
-        if bounded:
-            self._slots.acquire()  # training waits rather than memory growing
+        if bounded and not self._slots.acquire(timeout=self.timeout):
+            # training waits rather than memory growing, up to the timeout
+            raise ExecutorBusy(
+                f"the background worker has not finished a job in {self.timeout:g} s "
+                f"({self.queue_size} recorded epochs waiting); this job is dropped"
+            )
         self._queue.put((job, bounded))
 
     def join(self) -> None:
-        """Wait for the queue to drain."""
-        if self.alive():
+        """Wait for the queue to drain (at most ``timeout`` seconds).
+
+        Raises
+        ------
+        ExecutorBusy
+            The queue did not drain within ``timeout``.
+        """
+        if not self.alive():
+            return
+        if self.timeout is None:
             self._queue.join()
+            return
+        deadline = time.monotonic() + self.timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                raise ExecutorBusy(
+                    f"the background worker has not finished its jobs in "
+                    f"{self.timeout:g} s"
+                )
+            time.sleep(0.01)
 
     def take_errors(self) -> List[BaseException]:
         """Return and forget the errors of finished jobs, oldest first."""
@@ -120,14 +164,26 @@ class BackgroundExecutor(Executor):
             self._errors.append(error)
 
     def shutdown(self) -> None:
-        """Run what is queued, then stop the worker."""
+        """Run what is queued, then stop the worker (wait at most ``timeout``).
+
+        Raises
+        ------
+        ExecutorBusy
+            The worker was still running after ``timeout`` seconds; it is left
+            behind (a daemon thread) with the jobs it had not finished.
+        """
         if self._stopped:
             return
         self._stopped = True
         if self.alive():
             self._queue.put(None)
             assert self._thread is not None
-            self._thread.join()
+            self._thread.join(self.timeout)
+            if self._thread.is_alive():
+                raise ExecutorBusy(
+                    f"the background worker was still running {self.timeout:g} s "
+                    "after close; the epochs it had not estimated are lost"
+                )
 
     def in_worker(self) -> bool:
         """Whether the calling thread is the worker."""

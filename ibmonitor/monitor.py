@@ -60,7 +60,7 @@ from .activations import activation_kind, saturated_fraction
 from .budget import OverheadBudget
 from .estimation import estimator_list, information_rows
 from .exceptions import InvalidParameterError, MonitorError, MonitorWarning
-from .executor import make_executor
+from .executor import ExecutorBusy, make_executor
 from .probes import build_probes
 from .recording import (
     REDUCE_OPTIONS,
@@ -168,7 +168,9 @@ default="log"
         continues (:class:`~ibmonitor.executor.BackgroundExecutor`; at most 2
         recorded epochs wait, training waits rather than memory growing).
         Results are written in epoch order; :meth:`close` (or :meth:`flush`)
-        waits for them.
+        waits for them. ``BackgroundExecutor(timeout=60)`` bounds every wait:
+        an estimator that never returns then costs a recorded epoch (an
+        error in ``run.json``), never a blocked training loop or ``close()``.
     overhead_budget : float or None, default=0.25
         Fraction of training time the monitor may cost. The monitor times
         itself against the training between its calls and skips scheduled
@@ -582,7 +584,12 @@ default="log"
         raise_errors : bool, default=True
             With ``strict=True``, raise the worker's errors; otherwise warn.
         """
-        self._executor.join()
+        try:
+            self._executor.join()
+        except ExecutorBusy as exc:
+            if self.strict and raise_errors:
+                raise MonitorError(f"flush failed: {exc}") from exc
+            self._report(None, "background worker", exc)
         self._drain_pending(raise_strict=raise_errors)
         if self._config_dirty:
             self._write_config_updates()
@@ -611,7 +618,15 @@ default="log"
         self._closed = True
         failure: Optional[BaseException] = None
         try:
-            self._executor.shutdown()
+            try:
+                self._executor.shutdown()
+            except ExecutorBusy as exc:  # a stuck estimator: close all the same
+                if self.strict:
+                    failure = MonitorError(f"close: {exc}")
+                    status = "crashed"
+                    self._record_error(None, "background worker", exc)
+                else:
+                    self._report(None, "background worker", exc)
             try:
                 self._drain_pending(raise_strict=True)
             except MonitorError as exc:
@@ -851,7 +866,10 @@ default="log"
                     raise
                 self._executor.defer_error(_Located(epoch, "background worker", exc))
 
-        self._executor.submit(job, bounded=True)
+        try:
+            self._executor.submit(job, bounded=True)
+        except ExecutorBusy as exc:  # the scalars are written; the estimate is lost
+            self._fail(epoch, "estimation", exc)
 
     def _estimate(self, epoch: int, activations: Activations, bad: Dict) -> None:
         """Estimate one recorded epoch and write it to the sinks."""
@@ -876,7 +894,9 @@ default="log"
                 inputs=probe.estimator_inputs(),
                 skip=bad.get(probe_name, {}),
                 on_error=failed,
-                on_warning=warned,
+                # Capturing warnings is process-wide in Python: in a worker
+                # thread it would also take the training thread's warnings.
+                on_warning=None if self._executor.in_worker() else warned,
             )
         self._sinks.emit("write_information", epoch, rows)
         wanting = self._sinks.wanting_activations()

@@ -386,3 +386,68 @@ def test_a_sink_without_a_path_or_logdir_is_a_clear_error(tiny_mlp):
         ibmonitor.InformationMonitor(
             tiny_mlp.model, inputs=tiny_mlp.x, labels=tiny_mlp.y, sinks=["runstore"]
         )
+
+
+def test_background_executor_timeout_never_blocks_for_ever():
+    from ibmonitor.executor import ExecutorBusy
+
+    release = threading.Event()
+    executor = BackgroundExecutor(queue_size=1, timeout=0.2)
+    executor.start()
+    try:
+        executor.submit(lambda: release.wait(30), bounded=True)
+        started = time.perf_counter()
+        with pytest.raises(ExecutorBusy, match=r"has not finished a job in 0\.2 s"):
+            executor.submit(lambda: None, bounded=True)
+        with pytest.raises(ExecutorBusy, match="has not finished its jobs"):
+            executor.join()
+        with pytest.raises(ExecutorBusy, match="still running"):
+            executor.shutdown()
+        assert time.perf_counter() - started < 5
+    finally:
+        release.set()
+        if executor._thread is not None:
+            executor._thread.join(5)
+    assert not executor.alive()
+    with pytest.raises(InvalidParameterError, match="'timeout' parameter"):
+        BackgroundExecutor(timeout=0)
+
+
+def test_a_stuck_estimator_costs_epochs_not_the_training_loop(tiny_mlp, tmp_path):
+    release = threading.Event()
+    calls = []
+
+    def stuck(t, y, *, x=None):
+        if len(t) == 64:  # not the warm-up on 16 samples
+            calls.append(1)
+            release.wait(30)
+        return InformationEstimate("stuck", 1.0, 1.0, {}, {})
+
+    monitor = ibmonitor.InformationMonitor(
+        tiny_mlp.model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        estimators=[Estimator(name="stuck", function=stuck, inputs="none")],
+        schedule="all",
+        logdir=tmp_path / "r",
+        sinks=["runstore"],
+        background=BackgroundExecutor(queue_size=1, timeout=0.2),
+        overhead_budget=None,
+    )
+    started = time.perf_counter()
+    try:
+        with pytest.warns(
+            ibmonitor.MonitorWarning, match="estimation failed at epoch 1"
+        ):
+            for epoch in range(3):
+                monitor.on_epoch_end(epoch, train_loss=float(epoch))
+        with pytest.warns(ibmonitor.MonitorWarning, match="still running"):
+            monitor.close()
+        assert time.perf_counter() - started < 10
+    finally:
+        release.set()
+    run = ibmonitor.load_run(tmp_path / "r")
+    losses = run.scalars[run.scalars["name"] == "train_loss"]
+    assert list(losses["epoch"]) == [0, 1, 2]  # the user's scalars are all there
+    wheres = [e["where"] for e in run.config["errors"]]
+    assert "estimation" in wheres and "background worker" in wheres

@@ -162,6 +162,12 @@ def check_activations(
             f"{min_samples} are required to estimate mutual information. "
             "Is the probe set empty?"
         )
+    if torch.is_complex(tt):
+        raise InvalidParameterError(
+            f"Activations{where} ({name}) are complex (dtype {tt.dtype}); "
+            "expected real values. Pass the real part, the modulus or both as "
+            "separate units explicitly."
+        )
     if not torch.is_floating_point(tt):
         tt = tt.to(torch.float64)
     # A finite sum proves every value finite (NaN and Inf propagate), and costs

@@ -96,6 +96,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"ibmonitor {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # read-only disk, permission denied, disk full, ...
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        reason = err.strerror or str(err)
+        print(
+            f"ibmonitor {args.command}: error: cannot write or read{where}: "
+            f"{reason}. Check that the run directory is writable (or pass "
+            "another output path).",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ otherwise.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -195,19 +196,32 @@ class Estimator:
 
 
 _REGISTRY: Dict[str, Tuple[Callable[..., InformationEstimate], str]] = {}
+#: Per-estimator parameter checks run by :func:`get` (``check(**params)``).
+_CHECKS: Dict[str, Callable[..., None]] = {}
 
 
 def register(
-    name: str, *, inputs: str = "ids"
+    name: str,
+    *,
+    inputs: str = "ids",
+    check: Optional[Callable[..., None]] = None,
 ) -> Callable[[Callable[..., InformationEstimate]], Callable[..., InformationEstimate]]:
     """Register an estimator function under ``name`` (a decorator).
 
     The function must have the signature ``f(t, y, *, x=None, **params)`` and
-    return an :class:`InformationEstimate`.
+    return an :class:`InformationEstimate`. ``check``, when given, is called
+    as ``check(**params)`` by :func:`get` and raises
+    :class:`~ibmonitor.exceptions.InvalidParameterError` for bad values, so
+    that a bad parameter fails when the estimator is built rather than on
+    every call.
     """
 
     def deco(func: Callable[..., InformationEstimate]):
         _REGISTRY[name] = (func, inputs)
+        if check is not None:
+            _CHECKS[name] = check
+        else:
+            _CHECKS.pop(name, None)
         return func
 
     return deco
@@ -228,7 +242,37 @@ def get(name: str, **params: Any) -> Estimator:
             f"Unknown estimator {name!r}. Available estimators: {available()}."
         )
     func, inputs = _REGISTRY[name]
+    valid = _parameter_names(func)
+    if valid is not None:
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise InvalidParameterError(
+                f"Unknown parameter {unknown[0]!r} of estimator {name!r}. Valid "
+                f"parameters: {valid}. Got {name}({', '.join(sorted(params))})."
+            )
+    check = _CHECKS.get(name)
+    if check is not None:
+        check(**params)
     return Estimator(name=name, function=func, params=dict(params), inputs=inputs)
+
+
+def _parameter_names(func: Callable[..., Any]) -> Optional[list]:
+    """Keyword parameters of an estimator function (not ``t``, ``y``, ``x``).
+
+    None when the function takes ``**kwargs`` (any name is accepted).
+    """
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            return None
+        if p.name in ("t", "y", "x") or p.kind is inspect.Parameter.VAR_POSITIONAL:
+            continue
+        names.append(p.name)
+    return names
 
 
 def available() -> list:

@@ -67,7 +67,35 @@ _FLOAT_CODE_LIMIT = 2**52
 _INT_CODE_LIMIT = 2**62
 
 
-@register("binned", inputs="ids")
+def _check_params(
+    n_bins: Any = 30,
+    value_range: Any = "auto",
+    bin_size: Any = None,
+    strategy: Any = "uniform",
+    miller_madow: Any = False,
+) -> Optional[Tuple[float, float]]:
+    """Check the parameters of :func:`binned`; return the fixed range or None."""
+    check_param(n_bins, "n_bins", _OWNER, kind="int", low=2)
+    check_param(
+        strategy, "strategy", _OWNER, kind="option", options=("uniform", "quantile")
+    )
+    if bin_size is not None:
+        check_param(bin_size, "bin_size", _OWNER, low=0.0, low_closed=False)
+        if strategy != "uniform":
+            raise InvalidParameterError(
+                f"The 'bin_size' parameter of {_OWNER} cannot be combined with "
+                f"strategy={strategy!r}; pass one or the other. "
+                f"Got bin_size={bin_size!r}."
+            )
+    if not isinstance(miller_madow, (bool, np.bool_)):
+        raise InvalidParameterError(
+            f"The 'miller_madow' parameter of {_OWNER} must be a bool. "
+            f"Got {miller_madow!r} instead."
+        )
+    return _check_value_range(value_range)
+
+
+@register("binned", inputs="ids", check=_check_params)
 def binned(
     t: Any,
     y: Any,
@@ -209,24 +237,13 @@ default=None
     >>> r.i_xt, r.i_ty
     (1.0, 1.0)
     """
-    n_bins = check_param(n_bins, "n_bins", _OWNER, kind="int", low=2)
-    strategy = check_param(
-        strategy, "strategy", _OWNER, kind="option", options=("uniform", "quantile")
+    fixed_range = _check_params(
+        n_bins=n_bins,
+        value_range=value_range,
+        bin_size=bin_size,
+        strategy=strategy,
+        miller_madow=miller_madow,
     )
-    if bin_size is not None:
-        check_param(bin_size, "bin_size", _OWNER, low=0.0, low_closed=False)
-        if strategy != "uniform":
-            raise InvalidParameterError(
-                f"The 'bin_size' parameter of {_OWNER} cannot be combined with "
-                f"strategy={strategy!r}; pass one or the other. "
-                f"Got bin_size={bin_size!r}."
-            )
-    if not isinstance(miller_madow, (bool, np.bool_)):
-        raise InvalidParameterError(
-            f"The 'miller_madow' parameter of {_OWNER} must be a bool. "
-            f"Got {miller_madow!r} instead."
-        )
-    fixed_range = _check_value_range(value_range)
 
     tt, lo_t, hi_t = _activations(t)
     n = tt.shape[0]
@@ -434,8 +451,22 @@ def _edge_table(edges: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(table).to(device)
 
 
-@functools.lru_cache(maxsize=256)
+#: Grids of at most this many bins are cached (256 of them: at most 32 MiB of
+#: edges, plus the check). Larger grids, whose edges alone take 8 bytes per
+#: bin (7.6 MiB at n_bins=10**6), are planned on every call: with
+#: value_range="auto" each epoch has its own range, so caching them would keep
+#: gigabytes alive for nothing.
+_PLAN_CACHE_MAX_BINS = 16384
+
+
 def _uniform_plan(lo: float, hi: float, n_bins: int) -> Tuple[np.ndarray, bool]:
+    """:func:`_plan_uniform`, cached for grids of at most 16384 bins."""
+    if n_bins <= _PLAN_CACHE_MAX_BINS:
+        return _cached_uniform_plan(lo, hi, n_bins)
+    return _plan_uniform(lo, hi, n_bins)
+
+
+def _plan_uniform(lo: float, hi: float, n_bins: int) -> Tuple[np.ndarray, bool]:
     """Edges ``numpy.linspace(lo, hi, n_bins)`` and whether the fast path is exact.
 
     The fast path computes ``floor((v - lo) * scale)`` in float64 without
@@ -472,6 +503,9 @@ def _uniform_plan(lo: float, hi: float, n_bins: int) -> Tuple[np.ndarray, bool]:
     est = np.floor((values - lo) * _scale(lo, hi, n_bins))
     est = np.minimum(np.maximum(est, -1.0), n_bins - 1.0)
     return edges, bool((est == exact).all())
+
+
+_cached_uniform_plan = functools.lru_cache(maxsize=256)(_plan_uniform)
 
 
 # --------------------------------------------------------------- other strategies

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .._validation import check_activations, check_labels, check_param
+from ..exceptions import InvalidParameterError
 from ._common import (
     LOG2E,
     PINNED_MARGIN,
@@ -48,6 +49,9 @@ _BOUNDS = ("upper", "lower", "both")
 #: negligible beside the sample's own term exp(0) = 1 (float32 exp is also far
 #: slower once its result underflows). float64 keeps almost its full range.
 _EXP_FLOOR = {torch.float32: 80.0, torch.float64: 700.0}
+#: Largest squared norm of a scaled sample for which the expansion
+#: |a|^2 + |b|^2 - 2ab stays finite in each dtype (with a wide margin).
+_MAX_SQ_NORM = {torch.float32: 1e36, torch.float64: 1e300}
 #: Above this many classes meeting in one block, class sums use a mask
 #: instead of a loop over contiguous sub-blocks.
 _MAX_CLASS_LOOP = 8
@@ -111,9 +115,11 @@ def _kde_terms(
     z = t64 - t64.mean(dim=0, keepdim=True)
     base = "lower" if "lower" in bounds else "upper"
     factor = 8.0 if base == "lower" else 2.0
-    u = (z[order] * (1.0 / math.sqrt(factor * noise_variance))).to(dtype)
-    u = u.contiguous()
+    w = z[order] * (1.0 / math.sqrt(factor * noise_variance))
     del t64, z
+    dtype = _safe_dtype(w, dtype, noise_variance, factor)
+    u = w.to(dtype).contiguous()
+    del w
     lhs, rhs = sq_dist_factors(u)
     del u
     floor = _EXP_FLOOR[dtype]
@@ -174,6 +180,32 @@ def _kde_terms(
         h_ty = (mean_log_count - float(log_cls[k])) * LOG2E
         out[b] = (max(i_xt, 0.0), max(h_ty, 0.0))
     return out
+
+
+def _safe_dtype(
+    w: torch.Tensor, dtype: torch.dtype, noise_variance: float, factor: float
+) -> torch.dtype:
+    """Return the dtype in which the scaled samples ``w`` give finite distances.
+
+    float32 distances of samples scaled by ``1/sqrt(factor * noise_variance)``
+    overflow (and turn every sum into NaN) once squared norms pass ~1e38: such
+    layers (activations of 1e18, or a tiny ``noise_variance``) are computed in
+    float64. Beyond float64's range the kernel cannot be evaluated and the
+    call raises.
+    """
+    sq_max = float((w * w).sum(dim=1).max())
+    if math.isfinite(sq_max) and sq_max <= _MAX_SQ_NORM[torch.float64]:
+        if dtype == torch.float32 and sq_max > _MAX_SQ_NORM[torch.float32]:
+            logger.debug("kde: squared norms up to %g, computing in float64", sq_max)
+            return torch.float64
+        return dtype
+    raise InvalidParameterError(
+        f"kde cannot evaluate its kernel on these activations with "
+        f"noise_variance={noise_variance:g}: the squared distances divided by "
+        f"{factor:g} * noise_variance reach {sq_max:g}, beyond the float64 range "
+        f"(at most {_MAX_SQ_NORM[torch.float64]:g}). Use a larger noise_variance, "
+        "scaled to the layer (its squared distances are then a few units)."
+    )
 
 
 def _accumulate(
@@ -260,7 +292,17 @@ def _estimate(
     )
 
 
-@register("kde", inputs="none")
+def _check_params(
+    noise_variance: Any = 1e-3, bound: Any = "upper", chunk_size: Any = None
+) -> None:
+    """Check the parameters of :func:`kde` (run by ``estimators.get``)."""
+    check_param(bound, "bound", "kde", kind="option", options=_BOUNDS)
+    check_param(noise_variance, "noise_variance", "kde", low=0.0, low_closed=False)
+    if chunk_size is not None:
+        check_param(chunk_size, "chunk_size", "kde", kind="int", low=1)
+
+
+@register("kde", inputs="none", check=_check_params)
 def kde(
     t: Any,
     y: Any,

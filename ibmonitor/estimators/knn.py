@@ -75,6 +75,14 @@ def _prepare(
     """
     out = a.to(device=device, dtype=torch.float64, copy=True)
     if standardize:
+        # Divide by each column's largest magnitude first: the variance of
+        # values near 1e160 overflows float64 (std = inf would zero the column),
+        # and the result, out / std, does not depend on this step.
+        peak = out.abs().amax(dim=0)
+        peak = torch.where(
+            (peak > 0) & torch.isfinite(peak), peak, torch.ones_like(peak)
+        )
+        out /= peak
         std = out.std(dim=0, unbiased=False)
         tiny = 10 * torch.finfo(torch.float64).eps
         std = torch.where(std < tiny, torch.ones_like(std), std)
@@ -274,7 +282,29 @@ def _knn_nats(
     return i_xt, i_ty
 
 
-@register("knn", inputs="values")
+def _check_params(
+    k: Any = 3,
+    standardize: Any = True,
+    jitter: Any = 1e-10,
+    random_state: Any = 0,
+    algorithm: Any = "auto",
+    chunk_size: Any = None,
+) -> np.random.RandomState:
+    """Check the parameters of :func:`knn`; return the random state to use."""
+    check_param(k, "k", "knn", kind="int", low=1)
+    check_param(jitter, "jitter", "knn", low=0.0)
+    check_param(algorithm, "algorithm", "knn", kind="option", options=_ALGORITHMS)
+    if not isinstance(standardize, (bool, np.bool_)):
+        raise InvalidParameterError(
+            "The 'standardize' parameter of knn must be a bool. "
+            f"Got {standardize!r} instead."
+        )
+    if chunk_size is not None:
+        check_param(chunk_size, "chunk_size", "knn", kind="int", low=1)
+    return _check_random_state(random_state)
+
+
+@register("knn", inputs="values", check=_check_params)
 def knn(
     t: Any,
     y: Any,
@@ -424,17 +454,14 @@ def knn(
     >>> round(r.i_xt, 1)  # -0.5 * log2(1 - 0.8**2) = 0.74
     0.7
     """
-    check_param(k, "k", "knn", kind="int", low=1)
-    check_param(jitter, "jitter", "knn", low=0.0)
-    check_param(algorithm, "algorithm", "knn", kind="option", options=_ALGORITHMS)
-    if not isinstance(standardize, (bool, np.bool_)):
-        raise InvalidParameterError(
-            "The 'standardize' parameter of knn must be a bool. "
-            f"Got {standardize!r} instead."
-        )
-    if chunk_size is not None:
-        check_param(chunk_size, "chunk_size", "knn", kind="int", low=1)
-    rng = _check_random_state(random_state)
+    rng = _check_params(
+        k=k,
+        standardize=standardize,
+        jitter=jitter,
+        random_state=random_state,
+        algorithm=algorithm,
+        chunk_size=chunk_size,
+    )
     tt = check_activations(t)
     n = tt.shape[0]
     yy = check_labels(y, n)

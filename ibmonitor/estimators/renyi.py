@@ -12,6 +12,7 @@ import logging
 import math
 from typing import Any, Optional, Tuple
 
+import numpy as np
 import torch
 
 from .._validation import (
@@ -21,6 +22,7 @@ from .._validation import (
     check_labels,
     check_param,
 )
+from ..exceptions import InvalidParameterError
 from ._common import (
     PINNED_MARGIN,
     InformationEstimate,
@@ -36,7 +38,27 @@ logger = logging.getLogger(__name__)
 _OWNER = "renyi"
 
 
-@register("renyi", inputs="values")
+def _check_params(
+    alpha: Any = 1.01,
+    sigma: Any = None,
+    sigma_x: Any = None,
+    gamma: Any = 1.0,
+    n_max: Any = 1000,
+    random_state: Any = 0,
+) -> None:
+    """Check the parameters of :func:`renyi` (run by ``estimators.get``)."""
+    check_param(alpha, "alpha", _OWNER, low=0.0, low_closed=False)
+    check_param(gamma, "gamma", _OWNER, low=0.0, low_closed=False)
+    if sigma is not None:
+        check_param(sigma, "sigma", _OWNER, low=0.0, low_closed=False)
+    if sigma_x is not None:
+        check_param(sigma_x, "sigma_x", _OWNER, low=0.0, low_closed=False)
+    if n_max is not None:
+        check_param(n_max, "n_max", _OWNER, kind="int", low=2)
+    check_param(random_state, "random_state", _OWNER, kind="int")
+
+
+@register("renyi", inputs="values", check=_check_params)
 def renyi(
     t: Any,
     y: Any,
@@ -183,15 +205,14 @@ def renyi(
     >>> round(r.i_ty, 6), round(r.i_xt, 6)
     (1.0, 1.0)
     """
-    check_param(alpha, "alpha", _OWNER, low=0.0, low_closed=False)
-    check_param(gamma, "gamma", _OWNER, low=0.0, low_closed=False)
-    if sigma is not None:
-        check_param(sigma, "sigma", _OWNER, low=0.0, low_closed=False)
-    if sigma_x is not None:
-        check_param(sigma_x, "sigma_x", _OWNER, low=0.0, low_closed=False)
-    if n_max is not None:
-        check_param(n_max, "n_max", _OWNER, kind="int", low=2)
-    check_param(random_state, "random_state", _OWNER, kind="int")
+    _check_params(
+        alpha=alpha,
+        sigma=sigma,
+        sigma_x=sigma_x,
+        gamma=gamma,
+        n_max=n_max,
+        random_state=random_state,
+    )
     alpha = float(alpha)
 
     tt = check_activations(t, name="t")
@@ -228,8 +249,8 @@ def renyi(
         i_xt = s_t
     else:
         k_x, sig_x = _gram(xt, sigma_x, gamma)
-        s_x = _entropy(_eigvals(k_x / n_used), alpha)
-        s_xt = _entropy(_eigvals(k_x.mul_(k_t).div_(n_used)), alpha)
+        s_x = _entropy(_eigvals(k_x / n_used, "x"), alpha)
+        s_xt = _entropy(_eigvals(k_x.mul_(k_t).div_(n_used), "(x, t)"), alpha)
         i_xt = max(s_x + s_t - s_xt, 0.0)
         extras.update({"s_x": s_x, "s_xt": s_xt, "sigma_x": sig_x})
     extras["n_used"] = float(n_used)
@@ -307,10 +328,35 @@ def _gram(
     return d2.mul_(coef).exp_(), sig
 
 
-def _eigvals(a: torch.Tensor) -> torch.Tensor:
+def _eigvals(a: torch.Tensor, what: str = "t") -> torch.Tensor:
+    """Eigenvalues of a symmetric Gram matrix.
+
+    torch's solver (LAPACK ``syevd``) fails to converge on some
+    ill-conditioned matrices; those are retried on the CPU with numpy's
+    solver, then with a symmetrised copy, and only then is a clear error
+    raised (instead of torch's private ``_LinAlgError``).
+    """
     if a.shape[0] == 1:
         return a.reshape(1)
-    return torch.linalg.eigvalsh(a)
+    try:
+        return torch.linalg.eigvalsh(a)
+    except (torch.linalg.LinAlgError, RuntimeError) as first:
+        error: Exception = first
+    host = a.detach().to("cpu", torch.float64).numpy()
+    for m in (host, 0.5 * (host + host.T)):
+        try:
+            lam = np.linalg.eigvalsh(m)
+        except np.linalg.LinAlgError as exc:
+            error = exc
+            continue
+        if np.all(np.isfinite(lam)):
+            return torch.from_numpy(lam).to(a.device)
+    raise InvalidParameterError(
+        f"renyi could not compute the eigenvalues of the {a.shape[0]} x "
+        f"{a.shape[1]} Gram matrix of {what} (the eigensolver did not converge: "
+        f"{error}). The layer's data are too ill-conditioned for the kernel "
+        "width; check the activations for extreme values or pass another sigma."
+    ) from error
 
 
 def _entropy(eig: torch.Tensor, alpha: float) -> float:

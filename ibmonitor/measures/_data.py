@@ -208,9 +208,34 @@ def parameter_groups(
 # -------------------------------------------------------------------- data ---
 def _to_device(t: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     t = as_tensor(t, name="data")
+    if torch.is_complex(t):
+        raise InvalidParameterError(
+            f"The data hold a complex tensor (dtype {t.dtype}, shape "
+            f"{tuple(t.shape)}); expected real inputs and targets. Casting to the "
+            "model's dtype would drop the imaginary part; pass real and "
+            "imaginary parts as separate features."
+        )
     if torch.is_floating_point(t) and t.dtype != dtype:
         t = t.to(dtype)
     return t.to(device, non_blocking=True)
+
+
+def _refuse_complex(x: Any, owner: str) -> Any:
+    """Return ``x``; raise when a tensor in it is complex (casting drops it)."""
+    if isinstance(x, torch.Tensor):
+        if torch.is_complex(x):
+            raise InvalidParameterError(
+                f"The data passed to {owner} hold a complex tensor (dtype "
+                f"{x.dtype}, shape {tuple(x.shape)}); expected real inputs. Pass "
+                "the real and imaginary parts as separate features."
+            )
+    elif isinstance(x, Mapping):
+        for v in x.values():
+            _refuse_complex(v, owner)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            _refuse_complex(v, owner)
+    return x
 
 
 def _data_error(owner: str, data: Any) -> InvalidParameterError:
@@ -324,7 +349,7 @@ def iter_batches(
         for b in range(n_batches):
             sl = slice(b * batch_size, (b + 1) * batch_size)
             yield (
-                move(slice_rows(x, sl), device, dtype),
+                move(_refuse_complex(slice_rows(x, sl), owner), device, dtype),
                 _to_device(y[sl], device, dtype),
             )
         return
@@ -345,7 +370,10 @@ def iter_batches(
                 "instead."
             )
         x = to_structure(x, what=f"The inputs in batch {b} of the data of {owner}")
-        yield move(x, device, dtype), _to_device(y, device, dtype)
+        yield (
+            move(_refuse_complex(x, owner), device, dtype),
+            _to_device(y, device, dtype),
+        )
 
 
 @dataclass
@@ -415,10 +443,12 @@ def batch_accuracy(output: torch.Tensor, target: torch.Tensor) -> Optional[int]:
     outputs of shape (n,) or (n, 1) as the logit of class 1 (threshold 0).
     Targets are integer (or bool) class labels, or one-hot / probability rows of
     the output's shape (non-negative, summing to 1; argmax). Any other
-    combination (regression) gives None.
+    combination (regression), or an output holding NaN, gives None.
     """
     if output.ndim == 0:
         return None
+    if torch.is_floating_point(output) and bool(torch.isnan(output).any()):
+        return None  # NaN outputs (diverged weights) predict nothing
     if output.ndim == 2 and output.shape[1] >= 2:
         pred = output.argmax(dim=1)
         if target.shape == output.shape and torch.is_floating_point(target):

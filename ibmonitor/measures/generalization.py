@@ -17,6 +17,7 @@ from torch import nn
 from .._device import autocast_disabled, model_device, model_dtype
 from .._state import preserve_state
 from .._validation import check_param
+from ..exceptions import InvalidParameterError
 from ..structures import OutputKey
 from ._data import evaluate, iter_batches
 from .registry import MeasureContext, register_measure
@@ -145,9 +146,16 @@ def generalization_gap(
                 owner=f"{owner} ({name})",
                 label_key=label_key,
             )
-            results.append(
-                evaluate(model, loss_fn, batches, output_key=output_key, owner=owner)
+            result = evaluate(
+                model, loss_fn, batches, output_key=output_key, owner=owner
             )
+            if result[2] == 0:
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} holds 0 samples; at least "
+                    "1 is required to compute a loss and an accuracy. Is the "
+                    "data set (or its DataLoader) empty?"
+                )
+            results.append(result)
     (tr_loss, tr_acc, n_tr), (te_loss, te_acc, n_te) = results
     return GeneralizationGap(
         train_loss=tr_loss,

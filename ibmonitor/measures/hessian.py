@@ -38,7 +38,7 @@ from torch import nn
 from .._device import autocast_disabled, model_device
 from .._state import preserve_state
 from .._validation import check_param
-from ..exceptions import EstimationWarning
+from ..exceptions import EstimationWarning, InvalidParameterError
 from ..structures import OutputKey
 from ._data import (
     Batches,
@@ -566,6 +566,14 @@ def hessian_eigenvalues(
     check_param(tol, "tol", owner, low=0.0, low_closed=False)
     _check_common(owner, seed, batch_size, max_batches)
     groups = _groups(model, params, per_layer, owner)
+    for name, named in groups.items():
+        n_group = sum(p.numel() for _, p in named)
+        if k > n_group:
+            raise InvalidParameterError(
+                f"The 'k' parameter of {owner} must be at most the number of "
+                f"parameters ({n_group} in {name!r}): a Hessian of that size has "
+                f"{n_group} eigenvalues. Got {k} instead."
+            )
     batches = load_batches(
         data,
         model,

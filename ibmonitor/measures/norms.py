@@ -357,7 +357,20 @@ def norms(
                         f"The 'init' state dict passed to norms lacks {key!r}; pass "
                         "a copy of model.state_dict() taken at initialization."
                     )
-                w0 = torch.as_tensor(state[key]).to(device=w.device, dtype=w.dtype)
+                w0 = torch.as_tensor(state[key])
+                if tuple(w0.shape) != tuple(w.shape):
+                    raise InvalidParameterError(
+                        f"The 'init' state dict passed to norms has {key!r} of "
+                        f"shape {tuple(w0.shape)}; expected the model's shape "
+                        f"{tuple(w.shape)}. Pass a copy of model.state_dict() "
+                        "taken at initialization of this model."
+                    )
+                if torch.is_complex(w0):
+                    raise InvalidParameterError(
+                        f"The 'init' state dict passed to norms has a complex "
+                        f"{key!r} (dtype {w0.dtype}); expected real weights."
+                    )
+                w0 = w0.to(device=w.device, dtype=w.dtype)
                 dist = float((w - w0).double().norm())
                 dist2 += dist**2
             fro2 += fro**2

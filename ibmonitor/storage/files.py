@@ -325,12 +325,20 @@ def check_path(path: Any, *, what: str = "path") -> Path:
     return Path(text)
 
 
+#: Largest epoch the store writes and reads (int64, as the tables hold it).
+MAX_EPOCH = 2**63 - 1
+
+
 def check_epoch(epoch: Any, *, where: str) -> int:
     """Return ``epoch`` as an int, or raise naming the caller ``where``."""
-    if isinstance(epoch, bool) or not isinstance(epoch, Integral) or epoch < 0:
+    if (
+        isinstance(epoch, bool)
+        or not isinstance(epoch, Integral)
+        or not 0 <= epoch <= MAX_EPOCH
+    ):
         raise InvalidParameterError(
             f"The 'epoch' parameter of {where} must be an int in the range "
-            f"[0, inf). Got {epoch!r} instead."
+            f"[0, 2**63 - 1] (stored as int64). Got {epoch!r} instead."
         )
     return int(epoch)
 
@@ -637,10 +645,17 @@ def read_json(path: Path) -> Dict[str, Any]:
     Raises
     ------
     ValueError
-        The file holds JSON that is not an object.
+        The file is not valid JSON or holds JSON that is not an object (the
+        message names the file).
     """
     with open(path, encoding="utf-8") as fh:
-        obj = json.load(fh)
+        try:
+            obj = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{str(path)!r} is not valid JSON ({exc}); expected a run "
+                "configuration (a JSON object)."
+            ) from exc
     if not isinstance(obj, dict):
         raise ValueError(f"{str(path)!r} is not a run configuration (not an object).")
     return obj

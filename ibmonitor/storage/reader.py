@@ -12,10 +12,12 @@ import glob as _glob
 import io
 import json
 import logging
+import math
 import os
 import re
 import socket
 import warnings
+import zipfile
 from pathlib import Path
 from typing import (
     Any,
@@ -40,6 +42,7 @@ from .files import (
     INFORMATION_FILE,
     INPUTS_KEY,
     LABELS_KEY,
+    MAX_EPOCH,
     RUN_FILE,
     SCALARS_FILE,
     SCHEMA_VERSION,
@@ -63,16 +66,27 @@ logger = logging.getLogger(__name__)
 # tables
 
 
-def _split_rows(body: bytes, n_fields: int) -> Tuple[List[List[str]], List[str]]:
-    """Split complete lines into fields; return the rows and what was skipped."""
+def _split_rows(
+    body: bytes, n_fields: int
+) -> Tuple[List[Tuple[int, List[str]]], List[str]]:
+    """Split complete lines into fields.
+
+    Returns the ``(line number, fields)`` rows and what was skipped.
+    """
     lines = body.decode("utf-8", errors="replace").split("\n")[:-1]
-    out: List[List[str]] = []
+    out: List[Tuple[int, List[str]]] = []
     problems: List[str] = []
     bad = 0
     for number, text in enumerate(lines, start=1):
         # Names never hold a newline (it is percent-encoded), so one line is
         # one record; only lines with quotes need the csv parser.
-        fields = next(csv.reader([text]), []) if '"' in text else text.split(",")
+        try:
+            fields = next(csv.reader([text]), []) if '"' in text else text.split(",")
+        except csv.Error as exc:  # e.g. a carriage return inside a quoted field
+            bad += 1
+            if bad <= 3:
+                problems.append(f"line {number} ({exc})")
+            continue
         if number == 1 and len(fields) == n_fields and fields[0] == "epoch":
             continue
         if len(fields) != n_fields:
@@ -80,25 +94,32 @@ def _split_rows(body: bytes, n_fields: int) -> Tuple[List[List[str]], List[str]]
             if bad <= 3:
                 problems.append(f"line {number} with {len(fields)} fields")
             continue
-        out.append(fields)
+        out.append((number, fields))
     if bad > 3:
         problems.append(f"{bad - 3} more such lines")
     return out, problems
 
 
 def _parse_rows(
-    rows: List[List[str]], columns: Sequence[str]
-) -> Tuple[List[Tuple], int]:
-    """Parse epoch (int), names (decoded) and value (float); count bad rows."""
+    rows: List[Tuple[int, List[str]]], columns: Sequence[str]
+) -> Tuple[List[Tuple], List[int]]:
+    """Parse epoch (int64), names (decoded) and value (float).
+
+    Returns the records and the numbers of the lines skipped: an epoch that is
+    not an int64 or a value that is not a float.
+    """
     out = []
-    bad = 0
+    bad: List[int] = []
     names = range(1, len(columns) - 1)
-    for fields in rows:
+    for number, fields in rows:
         try:
             epoch = int(fields[0])
             value = float(fields[-1])
         except ValueError:
-            bad += 1
+            bad.append(number)
+            continue
+        if not -MAX_EPOCH - 1 <= epoch <= MAX_EPOCH:  # int64
+            bad.append(number)
             continue
         out.append((epoch, *(decode_name(fields[i]) for i in names), value))
     return out, bad
@@ -138,7 +159,7 @@ def _fast_frame(body: bytes, columns: Sequence[str]) -> Optional[pd.DataFrame]:
                 "value": np.array(frame["value"].tolist(), dtype=np.float64),
             }
         )
-    except (ValueError, TypeError, pd.errors.ParserError):
+    except (ValueError, TypeError, OverflowError, pd.errors.ParserError):
         return None
     for col in columns[1:-1]:
         encoded = out[col].str.contains("%", regex=False)
@@ -194,7 +215,11 @@ def read_table(
         problems += more
         records, bad = _parse_rows(rows, columns)
         if bad:
-            problems.append(f"{bad} line(s) with an unreadable epoch or value")
+            shown = ", ".join(map(str, bad[:3])) + (" ..." if len(bad) > 3 else "")
+            problems.append(
+                f"{len(bad)} line(s) with an unreadable epoch (an int64) or "
+                f"value (line {shown})"
+            )
         frame = _frame(records, columns)
     if problems and warn:
         warnings.warn(
@@ -206,6 +231,43 @@ def read_table(
     return frame
 
 
+#: Default limit on the decompressed size of one epoch's activation file.
+MAX_ARRAY_BYTES = 4 * 2**30
+
+
+class _TooLarge(ValueError):
+    """An activation file declares more than ``max_bytes`` of arrays."""
+
+
+def _check_npz_sizes(file: Path, limit: int, where: str) -> None:
+    """Refuse an ``.npz`` whose arrays declare more than ``limit`` bytes.
+
+    The sizes come from each member's ``.npy`` header (shape and dtype) and
+    from the zip directory (uncompressed size), read without decompressing
+    more than the headers.
+    """
+    total = 0
+    with zipfile.ZipFile(file) as zf:
+        for info in zf.infolist():
+            declared = int(info.file_size)
+            if info.filename.endswith(".npy"):
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                declared = max(declared, math.prod(shape) * dtype.itemsize)
+            total += declared
+            if total > limit:
+                raise _TooLarge(
+                    f"Refusing to load {where}: its arrays declare {total} bytes "
+                    f"once decompressed (member {info.filename!r}), more than "
+                    f"max_bytes={limit}. Pass a larger max_bytes if the file is "
+                    "trusted."
+                )
+
+
 def _writer_alive(writer: Any) -> bool:
     """Whether the writer process recorded in run.json may still run.
 
@@ -214,8 +276,13 @@ def _writer_alive(writer: Any) -> bool:
     if not isinstance(writer, Mapping):
         return True
     pid, host = writer.get("pid"), writer.get("host")
-    if not isinstance(pid, int) or host != socket.gethostname():
-        return True
+    if (
+        not isinstance(pid, int)
+        or isinstance(pid, bool)
+        or not 0 < pid < 2**31
+        or host != socket.gethostname()
+    ):
+        return True  # no usable record (an out-of-range pid cannot be checked)
     if pid == os.getpid():
         return True
     try:
@@ -308,6 +375,11 @@ class Run:
         """
         config = self.config
         status = config.get("status", "running")
+        if not isinstance(status, str):
+            raise ValueError(
+                f"{str(self.path / RUN_FILE)!r} has a 'status' of {status!r}; "
+                "expected one of 'running', 'finished', 'crashed'."
+            )
         if status == "running" and not _writer_alive(config.get("writer")):
             return "crashed"
         return status
@@ -361,7 +433,9 @@ class Run:
         """Epochs with stored activations, sorted."""
         return activation_epochs(self.path)
 
-    def _arrays(self, epoch: int) -> Dict[str, Dict[str, np.ndarray]]:
+    def _arrays(
+        self, epoch: int, max_bytes: Optional[int] = None
+    ) -> Dict[str, Dict[str, np.ndarray]]:
         epoch = check_epoch(epoch, where="Run.activations")
         file = self.path / ACTIVATIONS_DIR / npz_name(epoch)
         if not file.is_file():
@@ -372,24 +446,40 @@ class Run:
         warn_if_link(file.parent, stacklevel=4)
         warn_if_link(file, stacklevel=4)
         out: Dict[str, Dict[str, np.ndarray]] = {}
-        with np.load(file, allow_pickle=False) as archive:
-            for key in archive.files:
-                probe, sep, layer = key.partition("/")
-                if not sep:
-                    continue
-                out.setdefault(decode_name(probe), {})[decode_name(layer)] = archive[
-                    key
-                ]
+        limit = MAX_ARRAY_BYTES if max_bytes is None else int(max_bytes)
+        where = f"{str(file)!r} (activations of epoch {epoch})"
+        try:
+            _check_npz_sizes(file, limit, where)
+            with np.load(file, allow_pickle=False) as archive:
+                for key in archive.files:
+                    probe, sep, layer = key.partition("/")
+                    if not sep:
+                        continue
+                    out.setdefault(decode_name(probe), {})[decode_name(layer)] = (
+                        archive[key]
+                    )
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            if isinstance(exc, _TooLarge):
+                raise
+            raise ValueError(f"Cannot read {where}: {exc}") from exc
         return out
 
-    def activations(self, epoch: int) -> Dict[str, Dict[str, np.ndarray]]:
+    def activations(
+        self, epoch: int, *, max_bytes: Optional[int] = None
+    ) -> Dict[str, Dict[str, np.ndarray]]:
         """Return the stored activations of ``epoch``: ``{probe: {layer: array}}``.
 
         Arrays keep their stored dtype (float32, or float16 if stored so).
+
+        ``max_bytes`` (default :data:`MAX_ARRAY_BYTES`, 4 GiB) bounds the
+        decompressed size of the file's arrays, read from their ``.npy``
+        headers before anything is decompressed: a larger file raises
+        ``ValueError`` naming the file and epoch (a small compressed file may
+        declare huge arrays). Pass a larger value to read such a file.
         """
         return {
             probe: {k: v for k, v in d.items() if k not in (LABELS_KEY, INPUTS_KEY)}
-            for probe, d in self._arrays(epoch).items()
+            for probe, d in self._arrays(epoch, max_bytes).items()
         }
 
     def labels(self, epoch: int) -> Dict[str, np.ndarray]:

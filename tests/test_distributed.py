@@ -57,12 +57,12 @@ _START_METHOD = "spawn"
 _RANKS_TIMEOUT = 100
 
 
-def _spawn(fn, *args) -> None:
+def _spawn(fn, *args, timeout: float = _RANKS_TIMEOUT) -> list:
     """Run ``fn(rank, port, *args)`` on WORLD_SIZE processes; never leave one behind.
 
     A rank that raises fails the test (the others are terminated); ranks still
-    running after ``_RANKS_TIMEOUT`` seconds are killed, so a stuck rank cannot
-    keep pytest from exiting.
+    running after ``timeout`` seconds are killed, so a stuck rank cannot keep
+    pytest from exiting. Returns the (ended) processes.
     """
     context = mp.start_processes(
         fn,
@@ -71,18 +71,50 @@ def _spawn(fn, *args) -> None:
         join=False,
         start_method=_START_METHOD,
     )
-    deadline = time.monotonic() + _RANKS_TIMEOUT
+    deadline = time.monotonic() + timeout
     try:
         while not context.join(timeout=1.0):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"The {WORLD_SIZE} ranks did not finish in {_RANKS_TIMEOUT} s."
+                    f"The {WORLD_SIZE} ranks did not finish in {timeout} s."
                 )
     finally:
         for process in context.processes:
             if process.is_alive():
                 process.kill()
             process.join(10)
+    return context.processes
+
+
+def _stuck_worker(rank: int, port: int) -> None:
+    time.sleep(3600)  # a rank stuck for ever (a deadlock in a collective, say)
+
+
+@pytest.mark.timeout(120)
+def test_a_stuck_rank_cannot_keep_pytest_alive():
+    """Issue 11: a stuck child is killed and the test fails instead of hanging."""
+    started = time.monotonic()
+    processes = []
+    with pytest.raises(TimeoutError, match="did not finish"):
+        _spawn_and_keep(processes, _stuck_worker, timeout=8)
+    assert time.monotonic() - started < 60
+    assert processes and not any(p.is_alive() for p in processes)
+
+
+def _spawn_and_keep(keep: list, fn, *args, timeout: float) -> None:
+    """``_spawn``, keeping the process objects even when it raises."""
+    original = mp.start_processes
+
+    def recording(*a, **k):
+        context = original(*a, **k)
+        keep.extend(context.processes)
+        return context
+
+    mp.start_processes = recording
+    try:
+        _spawn(fn, *args, timeout=timeout)
+    finally:
+        mp.start_processes = original
 
 
 def _teardown() -> None:

@@ -39,7 +39,6 @@ import contextlib
 import logging
 import math
 import platform
-import re
 import sys
 import time
 import warnings
@@ -58,6 +57,7 @@ from ._state import preserve_state
 from ._validation import check_param
 from .activations import activation_kind, saturated_fraction
 from .budget import OverheadBudget
+from .distributed import broadcast_object, world_info
 from .estimation import estimator_list, information_rows
 from .exceptions import InvalidParameterError, MonitorError, MonitorWarning
 from .executor import ExecutorBusy, make_executor
@@ -69,6 +69,7 @@ from .recording import (
     select_layers,
     unwrap_model,
 )
+from .reporting import ErrorPolicy, LocatedError
 from .schedules import PlannedSchedule, make_schedule
 from .sinks import MemorySink, Sink, make_sink
 from .sinks.fanout import SinkSet
@@ -290,7 +291,7 @@ default="log"
         self._device = (
             model_device(self._module) if device is None else torch.device(device)
         )
-        self._rank, self._world = _world_info()
+        self._rank, self._world = world_info()
         self._is_writer = self._rank == 0
 
         with preserve_state(self._module):  # materialising a DataLoader draws RNG
@@ -329,13 +330,11 @@ default="log"
         self._closed = False
         self._last_seen: Optional[int] = None
         self._recorded: List[int] = []
-        self._errors: List[Dict[str, Any]] = []
-        self._config_dirty = False
-        self._warned: set = set()
         self._budget = OverheadBudget(self.overhead_budget, self._last_epoch())
         self._resume_last: Optional[int] = None
 
         self._executor = make_executor(background if self._is_writer else False)
+        self._policy = ErrorPolicy(strict=self.strict, executor=self._executor)
         self._memory = MemorySink()
         self._sinks = SinkSet([self._memory], self._sink_failed)
         if self._is_writer:
@@ -345,7 +344,7 @@ default="log"
                 sinks = [sinks]
             chosen = [make_sink(s) for s in sinks]
             self._open_sinks(chosen, self._build_config(schedule, seed, config, chosen))
-        self._resume_last = _broadcast(self._resume_last, self._world)
+        self._resume_last = broadcast_object(self._resume_last)
 
         if self._is_writer:
             self._warm_up()
@@ -426,7 +425,7 @@ default="log"
             stored = resumed.get("config") or {}
             overhead = stored.get("overhead") or {}
             self._budget.skipped = list(overhead.get("skipped") or [])
-            self._errors = list(stored.get("errors") or [])
+            self._policy.errors = list(stored.get("errors") or [])
 
     def _warm_up(self) -> None:
         """Pay one-time costs (imports, first calls) now, outside the budget.
@@ -497,8 +496,8 @@ default="log"
     @property
     def errors(self) -> List[Dict[str, Any]]:
         """Monitor errors that did not stop training (epoch, where, message)."""
-        self._drain_pending(raise_strict=False)
-        return [dict(e) for e in self._errors]
+        self._policy.drain(raise_strict=False)
+        return [dict(e) for e in self._policy.errors]
 
     @property
     def overhead(self) -> Dict[str, float]:
@@ -560,18 +559,18 @@ default="log"
         self._budget.add_training(entered - self._last_exit)
         try:
             with preserve_state(self._module):
-                self._drain_pending(raise_strict=True)
+                self._policy.drain(raise_strict=True)
                 self._epoch_end(epoch, scalars)
         except MonitorError:
             if self.strict:
                 raise
-            self._report(epoch, "on_epoch_end", sys.exc_info()[1])
+            self._policy.report(epoch, "on_epoch_end", sys.exc_info()[1])
         except Exception as exc:
             if self.strict:
                 raise MonitorError(
                     f"The monitor failed at epoch {epoch}: {type(exc).__name__}: {exc}"
                 ) from exc
-            self._report(epoch, "on_epoch_end", exc)
+            self._policy.report(epoch, "on_epoch_end", exc)
         finally:
             self._last_exit = time.perf_counter()
             self._budget.add_monitor(self._last_exit - entered)
@@ -589,9 +588,9 @@ default="log"
         except ExecutorBusy as exc:
             if self.strict and raise_errors:
                 raise MonitorError(f"flush failed: {exc}") from exc
-            self._report(None, "background worker", exc)
-        self._drain_pending(raise_strict=raise_errors)
-        if self._config_dirty:
+            self._policy.report(None, "background worker", exc)
+        self._policy.drain(raise_strict=raise_errors)
+        if self._policy.dirty:
             self._write_config_updates()
 
     def close(self, status: str = "finished") -> None:
@@ -624,11 +623,11 @@ default="log"
                 if self.strict:
                     failure = MonitorError(f"close: {exc}")
                     status = "crashed"
-                    self._record_error(None, "background worker", exc)
+                    self._policy.record(None, "background worker", exc)
                 else:
-                    self._report(None, "background worker", exc)
+                    self._policy.report(None, "background worker", exc)
             try:
-                self._drain_pending(raise_strict=True)
+                self._policy.drain(raise_strict=True)
             except MonitorError as exc:
                 failure = exc
                 status = "crashed"
@@ -677,10 +676,10 @@ default="log"
         meas = self._measures is not None and self._measures.due(epoch, info)
         if (info or meas) and self.overhead_budget is not None:
             keep, reason = self._budget.decide(epoch)
-            keep, reason = _broadcast((keep, reason), self._world)
+            keep, reason = broadcast_object((keep, reason))
             if not keep:
                 self._budget.skip(epoch, reason)
-                self._config_dirty = True
+                self._policy.dirty = True
                 logger.info("epoch %d skipped: %s", epoch, reason)
                 info = meas = False
         if info or meas:
@@ -700,7 +699,7 @@ default="log"
             self._sinks.emit("write_scalars", epoch, values, recorded=info)
             if activations is not None:
                 self._submit(epoch, activations, bad)
-            if info and self._config_dirty:
+            if info and self._policy.dirty:
                 self._write_config_updates()
         if info or meas:
             cost = time.perf_counter() - started
@@ -725,7 +724,7 @@ default="log"
                 f"[0, inf). Got {epoch!r} instead."
             )
         if self._resume_last is not None and epoch <= self._resume_last:
-            self._warn_once(
+            self._policy.warn_once(
                 "resume",
                 f"Epoch {epoch} is already in the resumed run (last stored epoch "
                 f"{self._resume_last}); it is ignored. Continue at epoch "
@@ -752,7 +751,7 @@ default="log"
                     f"The scalar {name!r} given to on_epoch_end at epoch {epoch} "
                     f"must be a real number. Got {value!r}; it is not stored."
                 )
-                self._fail(epoch, "scalars", error)
+                self._policy.fail(epoch, "scalars", error)
         return values
 
     def _last_epoch(self) -> Optional[int]:
@@ -850,10 +849,10 @@ default="log"
         except Exception as exc:
             if self.strict:
                 raise
-            self._report(epoch, "measures", exc)
+            self._policy.report(epoch, "measures", exc)
             return {}
         for name, exc in self._measures.last_errors:  # warned by the measure set
-            self._record_error(epoch, f"measure {name!r}", exc)
+            self._policy.record(epoch, f"measure {name!r}", exc)
         return values
 
     # ----------------------------------------------------------- estimation
@@ -864,12 +863,14 @@ default="log"
             except BaseException as exc:
                 if not self._executor.in_worker():
                     raise
-                self._executor.defer_error(_Located(epoch, "background worker", exc))
+                self._executor.defer_error(
+                    LocatedError(epoch, "background worker", exc)
+                )
 
         try:
             self._executor.submit(job, bounded=True)
         except ExecutorBusy as exc:  # the scalars are written; the estimate is lost
-            self._fail(epoch, "estimation", exc)
+            self._policy.fail(epoch, "estimation", exc)
 
     def _estimate(self, epoch: int, activations: Activations, bad: Dict) -> None:
         """Estimate one recorded epoch and write it to the sinks."""
@@ -878,12 +879,12 @@ default="log"
             probe = self._probes[probe_name]
 
             def failed(layer: str, label: str, exc: BaseException) -> None:
-                self._fail(epoch, f"estimator {label!r} on layer {layer!r}", exc)
+                self._policy.fail(epoch, f"estimator {label!r} on layer {layer!r}", exc)
 
             def warned(
                 layer: str, label: str, warning: Any, probe: str = probe_name
             ) -> None:
-                self._estimator_warning(epoch, probe, layer, label, warning)
+                self._policy.estimator_warning(epoch, probe, layer, label, warning)
 
             rows += information_rows(
                 epoch,
@@ -919,10 +920,10 @@ default="log"
             logger.error("ibmonitor: could not update %s's config: %r", sink.title, exc)
             return
         if sink.essential and event.startswith("write_"):
-            self._fail(epoch, sink.title, exc)
+            self._policy.fail(epoch, sink.title, exc)
             return
         logger.debug("ibmonitor: %s %s failed", sink.title, event, exc_info=exc)
-        self._record_error(epoch, f"{sink.name}.{event}", exc)
+        self._policy.record(epoch, f"{sink.name}.{event}", exc)
         what = {
             "open": f"{sink.title} is off: {type(exc).__name__}: {exc}. The other "
             "sinks are unaffected.",
@@ -932,133 +933,21 @@ default="log"
             f"{sink.title} {event} failed ({type(exc).__name__}: {exc}); the other "
             "sinks are unaffected and training goes on.",
         )
-        self._warn_once(f"{sink.name}-{event}", what)
-
-    # --------------------------------------------------------------- errors
-    def _fail(self, epoch: Optional[int], where: str, exc: BaseException) -> None:
-        """Handle a monitor error: defer (worker), raise (strict) or report."""
-        if self._executor.in_worker():
-            self._executor.defer_error(_Located(epoch, where, exc))
-            return
-        if self.strict:
-            raise MonitorError(
-                f"{where} failed at epoch {epoch}: {type(exc).__name__}: {exc}"
-            ) from exc
-        self._report(epoch, where, exc)
-
-    def _report(self, epoch: Optional[int], where: str, exc: BaseException) -> None:
-        """Warn once and remember an error that does not stop training."""
-        message = f"{type(exc).__name__}: {exc}"
-        logger.debug("ibmonitor: %s failed at epoch %s", where, epoch, exc_info=exc)
-        warnings.warn(
-            f"The monitor's {where} failed at epoch {epoch} ({message}); training "
-            "goes on (pass strict=True to raise).",
-            MonitorWarning,
-            stacklevel=4,
-        )
-        self._record_error(epoch, where, exc)
-
-    def _record_error(
-        self, epoch: Optional[int], where: str, exc: BaseException
-    ) -> None:
-        self._errors.append(
-            {"epoch": epoch, "where": where, "message": f"{type(exc).__name__}: {exc}"}
-        )
-        self._config_dirty = True
-
-    def _drain_pending(self, *, raise_strict: bool) -> None:
-        pending = self._executor.take_errors()
-        for i, error in enumerate(pending):
-            epoch, where, err = (
-                (error.epoch, error.where, error.error)
-                if isinstance(error, _Located)
-                else (None, "background worker", error)
-            )
-            if self.strict and raise_strict:
-                for later in pending[i + 1 :]:
-                    if isinstance(later, _Located):
-                        self._record_error(later.epoch, later.where, later.error)
-                    else:
-                        self._record_error(None, "background worker", later)
-                self._record_error(epoch, where, err)
-                raise MonitorError(
-                    f"The monitor's {where} failed at epoch {epoch}: "
-                    f"{type(err).__name__}: {err}"
-                ) from err
-            self._report(epoch, where, err)
+        self._policy.warn_once(f"{sink.name}-{event}", what)
 
     def _write_config_updates(self) -> None:
-        self._config_dirty = False
+        self._policy.dirty = False
         self._sinks.update_config(
             skipped_epochs=[s["epoch"] for s in self._budget.skipped],
             overhead=self._budget.describe(),
-            errors=list(self._errors),
+            errors=list(self._policy.errors),
         )
-
-    def _estimator_warning(
-        self, epoch: int, probe: str, layer: str, label: str, warning: Any
-    ) -> None:
-        """Say an estimator's warning once per layer, probe and estimator.
-
-        The message names the layer, the probe and the first epoch; later
-        epochs with the same kind of warning (numbers aside) are only logged.
-        """
-        text = str(warning.message)
-        kind = re.sub(r"[-+]?\d[\d.eE+-]*", "#", text)
-        key = f"estimator-warning|{probe}|{layer}|{label}|{warning.category}|{kind}"
-        if key in self._warned:
-            logger.debug("epoch %s, layer %r, %s: %s", epoch, layer, label, text)
-            return
-        self._warned.add(key)
-        where = f"layer {layer!r}" + (
-            "" if probe == schema.DEFAULT_PROBE else f" (probe {probe!r})"
-        )
-        warnings.warn(
-            f"{label} on {where} at epoch {epoch}: {text} (said once per layer; "
-            "later epochs are not repeated)",
-            warning.category,
-            stacklevel=2,
-        )
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        logger.debug(message)
-        warnings.warn(message, MonitorWarning, stacklevel=4)
 
     def _say(self, message: str) -> None:
         logger.info(message)
         if self.verbose:
             sys.stderr.write(f"[ibmonitor] {message}\n")
             sys.stderr.flush()
-
-
-class _Located(Exception):
-    """An error found by the worker, with its epoch and where it happened."""
-
-    def __init__(self, epoch: Optional[int], where: str, error: BaseException):
-        super().__init__(f"{where}: {error}")
-        self.epoch = epoch
-        self.where = where
-        self.error = error
-
-
-# ------------------------------------------------------------------- helpers
-def _world_info() -> Tuple[int, int]:
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return 0, 1
-    from .distributed import world_info
-
-    return world_info()
-
-
-def _broadcast(obj: Any, world: int) -> Any:
-    if world <= 1:
-        return obj
-    from .distributed import broadcast_object
-
-    return broadcast_object(obj)
 
 
 def _scalar(value: Any) -> float:

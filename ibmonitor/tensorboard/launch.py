@@ -99,7 +99,8 @@ def launch(
     if not path.exists():
         raise FileNotFoundError(
             f"The log directory {str(path)!r} does not exist. Pass a run directory "
-            "written with tensorboard=True, or a folder of runs."
+            "written with the TensorBoard sink (the default with a logdir), or a "
+            "folder of runs."
         )
     # The real module, not the lazy proxy that ``from tensorboard import program``
     # returns.

@@ -14,6 +14,7 @@ import torch
 from .exceptions import InvalidParameterError
 
 __all__ = [
+    "as_real_scalar",
     "as_tensor",
     "check_activations",
     "check_consistent_samples",
@@ -21,6 +22,31 @@ __all__ = [
     "check_param",
     "context_phrase",
 ]
+
+
+def as_real_scalar(value: Any) -> float:
+    """Return a real number, numpy scalar or one-element array or tensor as a float.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number (``bool``, a string, complex, None).
+    ValueError
+        An array or tensor with other than one element.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"not a scalar: a tensor of {value.numel()} elements")
+        value = value.detach().cpu().item()
+    elif isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ValueError(f"not a scalar: an array of {value.size} elements")
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"not a real number: {type(value).__name__}")
+    return float(value)
 
 
 def context_phrase(layer: Optional[str] = None, epoch: Optional[int] = None) -> str:

@@ -43,7 +43,7 @@ import sys
 import time
 import warnings
 from collections import OrderedDict
-from numbers import Integral, Real
+from numbers import Integral
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -54,7 +54,7 @@ from torch import nn
 from . import schema
 from ._device import model_device
 from ._state import preserve_state
-from ._validation import check_param
+from ._validation import as_real_scalar, check_param
 from .activations import activation_kind, saturated_fraction
 from .budget import OverheadBudget
 from .distributed import broadcast_object, world_info
@@ -951,21 +951,8 @@ default="log"
 
 
 def _scalar(value: Any) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ValueError("not a scalar")
-        value = value.detach().cpu().item()
-    elif isinstance(value, np.ndarray):
-        if value.size != 1:
-            raise ValueError("not a scalar")
-        value = value.item()
-    elif isinstance(value, np.generic):
-        value = value.item()
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError("not a real number")
-    return float(value)
+    """Return a user's scalar as a float (None is NaN); else TypeError or ValueError."""
+    return math.nan if value is None else as_real_scalar(value)
 
 
 def _describe_spec(spec: Any) -> Any:

@@ -4,12 +4,23 @@ import random
 import re
 import warnings
 
+# Makes torchvision (and timm) importable beside the CPU build of torch, as
+# tests/conftest.py does before any test module is imported.
+import _models  # noqa: F401
 import numpy as np
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from ibmonitor._state import preserve_state
 from ibmonitor.activations import activation_kind
@@ -22,28 +33,6 @@ from ibmonitor.recording import (
     resolve_layers,
     select_layers,
     unwrap_model,
-)
-
-# torchvision registers its C++ operators on import; this CPU-only torch build
-# lacks them, so define the two that torchvision.ops looks up (kept alive for
-# the whole session). tests/conftest.py may have done it already.
-try:
-    _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")
-except RuntimeError:  # tests/conftest.py (or an import) defined them already
-    _TORCHVISION_OPS = None
-else:
-    for _op in ("nms", "qnms"):
-        _TORCHVISION_OPS.define(
-            f"{_op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
-        )
-
-import timm
-import torchvision
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    ViTConfig,
-    ViTForImageClassification,
 )
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from typing import Any, Dict, Iterable, Mapping, Tuple
 
-import torch
-
+from .._validation import as_real_scalar
 from ..exceptions import InvalidParameterError
 
 __all__ = ["check_monitor_kwargs", "close_monitor", "numeric_scalars"]
@@ -76,17 +74,9 @@ def numeric_scalars(
         if name in skipped or isinstance(value, bool):
             continue
         try:
-            if isinstance(value, torch.Tensor):
-                if value.numel() != 1:
-                    continue
-                number = float(value.detach().cpu().item())
-            elif isinstance(value, numbers.Real):
-                number = float(value)
-            else:
-                continue
+            scalars[str(name)] = as_real_scalar(value)
         except (TypeError, ValueError, RuntimeError):
             continue
-        scalars[str(name)] = number
     return scalars
 
 

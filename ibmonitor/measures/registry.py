@@ -45,6 +45,7 @@ from torch import nn
 
 from .._device import autocast_disabled, model_device
 from .._state import preserve_state
+from .._validation import as_real_scalar
 from ..exceptions import InvalidParameterError
 from ..structures import OutputKey
 
@@ -411,12 +412,8 @@ def measure_cost(measure: Any) -> str:
 
 def _scalar_or_none(value: Any) -> Optional[float]:
     """Return ``value`` as a float, or None for a non-numeric value."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, torch.Tensor):
-        return float(value.detach()) if value.numel() == 1 else None
     try:
-        return float(value)
+        return as_real_scalar(value)
     except (TypeError, ValueError):
         return None
 

@@ -426,6 +426,8 @@ default="log"
             overhead = stored.get("overhead") or {}
             self._budget.skipped = list(overhead.get("skipped") or [])
             self._policy.errors = list(stored.get("errors") or [])
+            if resumed.get("pending"):
+                self._complete_pending(resumed["pending"], resumed["read_pending"])
 
     def _warm_up(self) -> None:
         """Pay one-time costs (imports, first calls) now, outside the budget.
@@ -696,8 +698,11 @@ default="log"
                 values.update(self._compute_measures(epoch))
             if activations is not None:
                 values.update(self._saturation(activations))
+                self._sinks.emit("begin_epoch", epoch)
             self._sinks.emit("write_scalars", epoch, values, recorded=info)
             if activations is not None:
+                if self._executor.background:
+                    self._spool(epoch, activations)
                 self._submit(epoch, activations, bad)
             if info and self._policy.dirty:
                 self._write_config_updates()
@@ -856,6 +861,65 @@ default="log"
         return values
 
     # ----------------------------------------------------------- estimation
+    def _arrays(
+        self, activations: Activations
+    ) -> Tuple[Dict[str, Dict[str, np.ndarray]], Dict[str, Any], Dict[str, Any]]:
+        """Return the activations, labels and flattened inputs as numpy, by probe."""
+        arrays = {
+            probe: {layer: t.detach().cpu().numpy() for layer, t in acts.items()}
+            for probe, acts in activations.items()
+        }
+        labels = {n: self._probes[n].labels.cpu().numpy() for n in activations}
+        inputs = {n: self._probes[n].values.cpu().numpy() for n in activations}
+        return arrays, labels, inputs
+
+    def _spool(self, epoch: int, activations: Activations) -> None:
+        """Spool a queued epoch's activations so that a killed process keeps it."""
+        spooling = [s for s in self._sinks if s.spools]
+        if spooling:
+            arrays, labels, inputs = self._arrays(activations)
+            self._sinks.emit(
+                "write_pending", epoch, arrays, labels, inputs, only=spooling
+            )
+
+    def _complete_pending(self, pending: Sequence[int], read: Any) -> None:
+        """Estimate the spooled epochs of a resumed run (killed before estimating).
+
+        Each epoch's scalars are stored already; its information rows (and
+        archive) are written now, with this monitor's estimators.
+        """
+        for epoch in pending:
+            try:
+                stored = read(epoch)
+                unknown = sorted(set(stored) - set(self._probes))
+                if unknown:
+                    raise InvalidParameterError(
+                        f"The spooled activations of epoch {epoch} hold probe sets "
+                        f"{unknown} that this monitor does not have "
+                        f"({sorted(self._probes)}); pass the same probes to resume."
+                    )
+                activations: Activations = OrderedDict()
+                bad: Dict[str, Dict[str, str]] = {}
+                for probe, layers in stored.items():
+                    n = self._probes[probe].n_samples
+                    acts = OrderedDict(
+                        (layer, torch.from_numpy(a))
+                        for layer, a in layers.items()
+                        if layer not in ("__y__", "__x__")
+                    )
+                    if any(t.shape[0] != n for t in acts.values()):
+                        raise InvalidParameterError(
+                            f"The spooled activations of epoch {epoch}, probe "
+                            f"{probe!r}, do not have the probe's {n} samples; "
+                            "pass the same probes to resume."
+                        )
+                    activations[probe] = acts
+                    bad[probe] = self._non_finite_layers(epoch, probe, acts)
+                self._estimate(epoch, activations, bad)
+                self._say(f"epoch {epoch}: estimated from its spooled activations")
+            except Exception as exc:
+                self._policy.fail(epoch, "completing a spooled epoch", exc)
+
     def _submit(self, epoch: int, activations: Activations, bad: Dict) -> None:
         def job() -> None:
             try:
@@ -869,11 +933,22 @@ default="log"
 
         try:
             self._executor.submit(job, bounded=True)
-        except ExecutorBusy as exc:  # the scalars are written; the estimate is lost
+        except ExecutorBusy as exc:  # scalars written; activations spooled
             self._policy.fail(epoch, "estimation", exc)
 
     def _estimate(self, epoch: int, activations: Activations, bad: Dict) -> None:
-        """Estimate one recorded epoch and write it to the sinks."""
+        """Estimate one recorded epoch and write it to the sinks.
+
+        The epoch ends (``end_epoch``) even when an estimate fails, so that a
+        resumed run keeps its scalars; a sink whose own write failed keeps
+        the epoch open itself.
+        """
+        try:
+            self._write_estimates(epoch, activations, bad)
+        finally:
+            self._sinks.emit("end_epoch", epoch)
+
+    def _write_estimates(self, epoch: int, activations: Activations, bad: Dict) -> None:
         rows: List[Dict[str, Any]] = []
         for probe_name, acts in activations.items():
             probe = self._probes[probe_name]
@@ -902,12 +977,7 @@ default="log"
         self._sinks.emit("write_information", epoch, rows)
         wanting = self._sinks.wanting_activations()
         if wanting:
-            arrays = {
-                probe: {layer: t.cpu().numpy() for layer, t in acts.items()}
-                for probe, acts in activations.items()
-            }
-            labels = {n: self._probes[n].labels.cpu().numpy() for n in activations}
-            inputs = {n: self._probes[n].values.cpu().numpy() for n in activations}
+            arrays, labels, inputs = self._arrays(activations)
             self._sinks.emit(
                 "write_activations", epoch, arrays, labels, inputs, only=wanting
             )

@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 
 __all__ = [
     "DEFAULT_PROBE",
+    "EPOCHS_COLUMNS",
     "INFORMATION_COLUMNS",
     "INFORMATION_KEYS",
     "MIN_PLANE_SPAN",
@@ -67,6 +68,9 @@ INFORMATION_KEYS = ("epoch", "probe", "layer", "estimator")
 WIDE_COLUMNS = (*INFORMATION_KEYS, "i_xt", "i_ty")
 #: Columns of the scalars table (``scalars.csv``).
 SCALARS_COLUMNS = ("epoch", "name", "value")
+#: Columns of the epoch journal (``epochs.csv``): a recorded epoch whose
+#: writes have ``begun`` (before its first row) or are all ``done``.
+EPOCHS_COLUMNS = ("epoch", "state")
 #: Axis titles of every information plane.
 X_TITLE = "I(X;T) (bits)"
 Y_TITLE = "I(T;Y) (bits)"

@@ -22,8 +22,12 @@ class Sink:
       see :func:`ibmonitor.schema.build_run_config`);
     - per epoch, :meth:`write_scalars` (every :meth:`on_epoch_end
       <ibmonitor.InformationMonitor.on_epoch_end>`, measures and saturation
-      included), then on recorded epochs :meth:`write_information` and,
-      when :attr:`wants_activations`, :meth:`write_activations`;
+      included); a recorded epoch's events are bracketed by
+      :meth:`begin_epoch` (before its scalars) and :meth:`end_epoch` (after
+      its :meth:`write_information` and, when :attr:`wants_activations`,
+      :meth:`write_activations`); with a background worker,
+      :meth:`write_pending` (when :attr:`spools`) comes right after the
+      scalars, before ``on_epoch_end`` returns;
     - :meth:`update_config` when skipped epochs, overhead or errors change;
     - :meth:`close` once, with the status.
 
@@ -40,6 +44,9 @@ class Sink:
         Whether losing this sink's output loses the run (the run store).
     wants_activations : bool
         Whether :meth:`write_activations` should be called.
+    spools : bool
+        Whether the sink keeps :meth:`write_pending`'s activations until
+        :meth:`end_epoch` (so that a killed process loses no queued epoch).
     """
 
     name = "sink"
@@ -47,6 +54,7 @@ class Sink:
     title = "sink"
     essential = False
     wants_activations = False
+    spools = False
 
     def open(
         self, config: Mapping[str, Any], *, logdir: Optional[Path]
@@ -64,9 +72,32 @@ class Sink:
         -------
         dict or None
             When the sink continues a stored run: ``{"last_epoch": int or
-            None, "config": stored run.json}``; otherwise None.
+            None, "config": stored run.json}``, and, for a sink that spools,
+            ``"pending"`` (epochs whose spooled activations await estimation)
+            and ``"read_pending"`` (``epoch -> {probe: {layer: array}}``, with
+            labels and inputs under ``"__y__"`` and ``"__x__"``); otherwise None.
         """
         return None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Mark the start of a recorded epoch's writes (before its scalars)."""
+
+    def write_pending(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, np.ndarray]],
+        labels: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Keep a recorded epoch's activations until it is estimated.
+
+        Sent (to sinks that :attr:`spools`) before ``on_epoch_end`` returns
+        when a background worker estimates the epoch later. Same arguments
+        as :meth:`write_activations`.
+        """
+
+    def end_epoch(self, epoch: int) -> None:
+        """Mark every write of a recorded epoch sent; drop what was spooled."""
 
     def write_scalars(
         self, epoch: int, values: Mapping[str, float], *, recorded: bool

@@ -37,16 +37,22 @@ class RunStore(Sink):
 
     Notes
     -----
-    Information rows and the scalars of recorded epochs are flushed and
-    fsynced before the monitor's ``on_epoch_end`` returns (with a background
-    worker, once estimated). The scalars of other epochs are written and
-    flushed to the operating system at once (they survive the process being
-    killed) and fsynced with the next recorded epoch or at close.
+    Scalars are on disk when the monitor's ``on_epoch_end`` returns (flushed
+    to the operating system: they survive the process being killed; fsynced
+    on recorded epochs, others with the next recorded epoch or at close).
+    A recorded epoch's information rows and archive are fsynced before
+    ``on_epoch_end`` returns; with a background worker its activations are
+    spooled to ``pending/`` instead, and the rows follow when the worker
+    estimates them. A recorded epoch's writes are bracketed in the journal
+    ``epochs.csv``, so that resuming a killed run removes the rows of an
+    epoch cut mid-write and estimates the spooled ones (see
+    docs/storage.md).
     """
 
     name = "runstore"
     title = "run store"
     essential = True
+    spools = True
 
     def __init__(
         self,
@@ -76,6 +82,7 @@ class RunStore(Sink):
         self.overwrite = bool(overwrite)
         self.wants_activations = self.store is not None
         self.writer: Any = None
+        self._failed: set = set()  # epochs whose rows or archive failed
 
     def open(
         self, config: Mapping[str, Any], *, logdir: Optional[Path]
@@ -97,8 +104,39 @@ class RunStore(Sink):
             self.path, initial, resume=self.resume, overwrite=self.overwrite
         )
         if self.resume:
-            return {"last_epoch": self.writer.last_epoch, "config": self.writer.config}
+            return {
+                "last_epoch": self.writer.last_epoch,
+                "config": self.writer.config,
+                "pending": self.writer.pending,
+                "read_pending": self.writer.read_pending,
+            }
         return None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Journal that the epoch's writes begin."""
+        self._failed.discard(epoch)
+        self.writer.begin_epoch(epoch)
+
+    def write_pending(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, np.ndarray]],
+        labels: Mapping[str, np.ndarray],
+        inputs: Mapping[str, np.ndarray],
+    ) -> None:
+        """Spool the activations to ``pending/`` until the epoch is estimated."""
+        self.writer.save_pending(epoch, activations, labels=labels, inputs=inputs)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Journal the epoch done and drop its spool, unless a write failed.
+
+        After a failed write the epoch stays begun (and spooled), so that a
+        resumed run estimates it again.
+        """
+        if epoch in self._failed:
+            self._failed.discard(epoch)
+            return
+        self.writer.end_epoch(epoch)
 
     def write_scalars(
         self, epoch: int, values: Mapping[str, float], *, recorded: bool
@@ -112,7 +150,11 @@ class RunStore(Sink):
     def write_information(self, epoch: int, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append the rows (flushed and fsynced)."""
         if rows:
-            self.writer.append_information(rows)
+            try:
+                self.writer.append_information(rows)
+            except BaseException:
+                self._failed.add(epoch)
+                raise
 
     def write_activations(
         self,
@@ -122,13 +164,17 @@ class RunStore(Sink):
         inputs: Mapping[str, np.ndarray],
     ) -> None:
         """Save the epoch's activations archive (written atomically)."""
-        self.writer.save_activations(
-            epoch,
-            activations,
-            labels=labels,
-            inputs=inputs,
-            float16=self.store == "float16",
-        )
+        try:
+            self.writer.save_activations(
+                epoch,
+                activations,
+                labels=labels,
+                inputs=inputs,
+                float16=self.store == "float16",
+            )
+        except BaseException:
+            self._failed.add(epoch)
+            raise
 
     def update_config(self, **keys: Any) -> None:
         """Rewrite run.json with ``keys`` (atomically)."""

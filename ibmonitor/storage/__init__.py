@@ -47,6 +47,15 @@ On-disk schema, version 1
     written atomically, with keys ``"<probe>/<layer>"`` -> float32 or float16
     array of shape (n_samples, n_units), ``"<probe>/__y__"`` -> labels and
     ``"<probe>/__x__"`` -> inputs flattened to (n_samples, n_features).
+``epochs.csv``
+    The journal, header ``epoch,state``: a recorded epoch's writes are
+    bracketed by a ``begun`` and a ``done`` line (``RunWriter.begin_epoch``,
+    ``RunWriter.end_epoch``), so that ``resume=True`` can repair an epoch cut
+    mid-write. Absent in runs written before it existed (nothing to repair).
+``pending/epoch_000042.npz``
+    With a background worker: a recorded epoch's activations (same keys as
+    above), spooled before ``on_epoch_end`` returns and removed once the
+    epoch's rows are written; a resumed run estimates what is left.
 
 Names (probes, layers, estimators, quantities, scalars) appear only inside CSV
 cells and npz keys, never in file names, so no name can reach outside the run

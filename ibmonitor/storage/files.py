@@ -60,11 +60,13 @@ from ..exceptions import IBMonitorWarning, InvalidParameterError
 
 __all__ = [
     "ACTIVATIONS_DIR",
+    "EPOCHS_FILE",
     "EPOCH_FILE",
     "INFORMATION_FILE",
     "INPUTS_KEY",
     "LABELS_KEY",
     "LOCK_FILE",
+    "PENDING_DIR",
     "RUN_FILE",
     "SCALARS_FILE",
     "SCHEMA_VERSION",
@@ -85,6 +87,7 @@ __all__ = [
     "jsonable",
     "npz_name",
     "open_for_write",
+    "pending_epochs",
     "read_json",
     "refuse_link",
     "remove_stale_temporaries",
@@ -102,6 +105,11 @@ RUN_FILE = "run.json"
 INFORMATION_FILE = "information.csv"
 SCALARS_FILE = "scalars.csv"
 ACTIVATIONS_DIR = "activations"
+#: The epoch journal: one line per epoch whose writes are all done.
+EPOCHS_FILE = "epochs.csv"
+#: Activations of recorded epochs not yet estimated (a background worker's
+#: queue, spooled so that a killed process loses none of them).
+PENDING_DIR = "pending"
 #: The lock file of the run's writer (holds its ``{"pid", "host"}`` as JSON).
 LOCK_FILE = ".lock"
 #: Key suffix of a probe's labels and flattened inputs in an activations archive.
@@ -348,9 +356,13 @@ def npz_name(epoch: int) -> str:
     return f"epoch_{epoch:06d}.npz"
 
 
-def activation_epochs(path: Path) -> List[int]:
-    """Return the epochs with an activations archive in run directory ``path``."""
-    folder = path / ACTIVATIONS_DIR
+def activation_epochs(path: Path, folder_name: str = ACTIVATIONS_DIR) -> List[int]:
+    """Return the epochs with an activations archive in run directory ``path``.
+
+    ``folder_name`` is :data:`ACTIVATIONS_DIR` (stored activations) or
+    :data:`PENDING_DIR` (spooled, not yet estimated).
+    """
+    folder = path / folder_name
     if not folder.is_dir():
         return []
     found = []
@@ -359,6 +371,11 @@ def activation_epochs(path: Path) -> List[int]:
         if m:
             found.append(int(m.group(1)))
     return sorted(set(found))
+
+
+def pending_epochs(path: Path) -> List[int]:
+    """Return the epochs whose spooled activations await estimation."""
+    return activation_epochs(path, PENDING_DIR)
 
 
 # --------------------------------------------------------------------------
@@ -407,10 +424,10 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
 def remove_stale_temporaries(path: Path) -> List[Path]:
     """Remove temporaries of :func:`atomic_write` left in run directory ``path``.
 
-    Only the run store's own patterns: ``.run.json.tmp-*`` in ``path`` and
-    ``.epoch_XXXXXX.npz.tmp-*`` in its activations folder (unless that folder
-    is a link). Call it only while holding the run's :class:`RunLock`, so no
-    live write owns them.
+    Only the run store's own patterns: ``.run.json.tmp-*`` and
+    ``.<table>.csv.tmp-*`` in ``path`` and ``.epoch_XXXXXX.npz.tmp-*`` in its
+    activations and pending folders (unless a folder is a link). Call it only
+    while holding the run's :class:`RunLock`, so no live write owns them.
 
     Returns
     -------
@@ -418,16 +435,18 @@ def remove_stale_temporaries(path: Path) -> List[Path]:
     """
     candidates = [
         p
-        for p in path.glob(f".{RUN_FILE}{TMP_MARK}*")
-        if p.name.startswith(f".{RUN_FILE}{TMP_MARK}")
+        for name in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE, EPOCHS_FILE)
+        for p in path.glob(f".{name}{TMP_MARK}*")
+        if p.name.startswith(f".{name}{TMP_MARK}")
     ]
-    act = path / ACTIVATIONS_DIR
-    if act.is_dir() and not act.is_symlink():
-        candidates += [
-            p
-            for p in act.glob(f".epoch_*.npz{TMP_MARK}*")
-            if EPOCH_FILE.match(p.name.split(TMP_MARK)[0][1:])
-        ]
+    folders = [path / ACTIVATIONS_DIR, path / PENDING_DIR]
+    for folder in folders:
+        if folder.is_dir() and not folder.is_symlink():
+            candidates += [
+                p
+                for p in folder.glob(f".epoch_*.npz{TMP_MARK}*")
+                if EPOCH_FILE.match(p.name.split(TMP_MARK)[0][1:])
+            ]
     removed = []
     for p in candidates:
         with contextlib.suppress(FileNotFoundError):
@@ -435,8 +454,9 @@ def remove_stale_temporaries(path: Path) -> List[Path]:
             removed.append(p)
     if removed:
         fsync_dir(path)
-        if any(p.parent == act for p in removed):
-            fsync_dir(act)
+        for folder in folders:
+            if any(p.parent == folder for p in removed):
+                fsync_dir(folder)
     return removed
 
 

@@ -57,7 +57,7 @@ from .files import (
     warn_if_link,
 )
 
-__all__ = ["Run", "Runs", "load_run", "load_runs", "read_table"]
+__all__ = ["Run", "Runs", "load_run", "load_runs", "read_archive", "read_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +268,45 @@ def _check_npz_sizes(file: Path, limit: int, where: str) -> None:
                 )
 
 
+def read_archive(
+    file: Path, where: str, limit: int = MAX_ARRAY_BYTES
+) -> Dict[str, Dict[str, np.ndarray]]:
+    """Read an activations archive as ``{probe: {layer: array}}`` (no pickle).
+
+    Labels and inputs appear under the layer names ``__y__`` and ``__x__``.
+
+    Parameters
+    ----------
+    file : Path
+        An ``epoch_XXXXXX.npz`` written by the run store.
+    where : str
+        What the file is, for error messages (file and epoch).
+    limit : int
+        Largest total of decompressed bytes accepted (from the headers).
+
+    Raises
+    ------
+    ValueError
+        The file is unreadable or declares more than ``limit`` bytes.
+    """
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    try:
+        _check_npz_sizes(file, limit, where)
+        with np.load(file, allow_pickle=False) as archive:
+            for key in archive.files:
+                probe, sep, layer = key.partition("/")
+                if not sep:
+                    continue
+                out.setdefault(decode_name(probe), {})[decode_name(layer)] = archive[
+                    key
+                ]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        if isinstance(exc, _TooLarge):
+            raise
+        raise ValueError(f"Cannot read {where}: {exc}") from exc
+    return out
+
+
 def _writer_alive(writer: Any) -> bool:
     """Whether the writer process recorded in run.json may still run.
 
@@ -445,24 +484,9 @@ class Run:
             )
         warn_if_link(file.parent, stacklevel=4)
         warn_if_link(file, stacklevel=4)
-        out: Dict[str, Dict[str, np.ndarray]] = {}
         limit = MAX_ARRAY_BYTES if max_bytes is None else int(max_bytes)
         where = f"{str(file)!r} (activations of epoch {epoch})"
-        try:
-            _check_npz_sizes(file, limit, where)
-            with np.load(file, allow_pickle=False) as archive:
-                for key in archive.files:
-                    probe, sep, layer = key.partition("/")
-                    if not sep:
-                        continue
-                    out.setdefault(decode_name(probe), {})[decode_name(layer)] = (
-                        archive[key]
-                    )
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            if isinstance(exc, _TooLarge):
-                raise
-            raise ValueError(f"Cannot read {where}: {exc}") from exc
-        return out
+        return read_archive(file, where, limit)
 
     def activations(
         self, epoch: int, *, max_bytes: Optional[int] = None

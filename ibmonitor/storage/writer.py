@@ -27,6 +27,7 @@ import numpy as np
 from ..exceptions import InvalidParameterError
 from ..schema import (
     DEFAULT_PROBE,
+    EPOCHS_COLUMNS,
     INFORMATION_COLUMNS,
     INFORMATION_KEYS,
     SCALARS_COLUMNS,
@@ -35,9 +36,11 @@ from ..schema import (
 from .files import (
     ACTIVATIONS_DIR,
     EPOCH_FILE,
+    EPOCHS_FILE,
     INFORMATION_FILE,
     INPUTS_KEY,
     LABELS_KEY,
+    PENDING_DIR,
     RUN_FILE,
     SCALARS_FILE,
     SCHEMA_VERSION,
@@ -52,13 +55,14 @@ from .files import (
     encode_name,
     fsync_dir,
     npz_name,
+    pending_epochs,
     read_json,
     refuse_link,
     remove_stale_temporaries,
     to_json_bytes,
     write_json,
 )
-from .reader import read_table
+from .reader import read_archive, read_table
 
 __all__ = ["RunWriter"]
 
@@ -178,22 +182,66 @@ def _as_numpy(a: Any, *, what: str) -> np.ndarray:
 
 def _own_files(path: Path) -> List[Path]:
     """List the files the run store wrote in ``path`` (and nothing else)."""
-    found = [path / n for n in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE)]
+    names = (RUN_FILE, INFORMATION_FILE, SCALARS_FILE, EPOCHS_FILE)
+    found = [path / n for n in names]
     found = [p for p in found if p.is_file() or p.is_symlink()]
     found += [
-        p
-        for p in path.glob(f".*{TMP_MARK}*")
-        if p.name.split(TMP_MARK)[0][1:] in (RUN_FILE,)
+        p for p in path.glob(f".*{TMP_MARK}*") if p.name.split(TMP_MARK)[0][1:] in names
     ]
-    act = path / ACTIVATIONS_DIR
-    if act.is_dir() and not act.is_symlink():
-        for p in act.iterdir():
-            name = p.name
-            if EPOCH_FILE.match(name) or (
-                name.startswith(".epoch_") and TMP_MARK in name
-            ):
-                found.append(p)
+    for folder in (path / ACTIVATIONS_DIR, path / PENDING_DIR):
+        if folder.is_dir() and not folder.is_symlink():
+            for p in folder.iterdir():
+                name = p.name
+                if EPOCH_FILE.match(name) or (
+                    name.startswith(".epoch_") and TMP_MARK in name
+                ):
+                    found.append(p)
     return found
+
+
+def _read_journal(path: Path) -> Tuple[set, set]:
+    """Return the epochs ``begun`` and ``done`` in the journal ``path``.
+
+    Lines that do not parse (a partial last line) are ignored.
+    """
+    begun: set = set()
+    done: set = set()
+    refuse_link(path)
+    for line in path.read_bytes().split(b"\n")[1:]:
+        epoch, _, state = line.partition(b",")
+        if not epoch.isdigit():
+            continue
+        if state == b"begun":
+            begun.add(int(epoch))
+        elif state == b"done":
+            done.add(int(epoch))
+    return begun, done
+
+
+def _drop_epochs(path: Path, epochs: set) -> int:
+    """Rewrite the table ``path`` without the rows of ``epochs``; return how many.
+
+    A partially written last line is dropped too. The file is replaced
+    atomically (never written through a link).
+    """
+    if not epochs or not path.is_file():
+        return 0
+    refuse_link(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" after a final newline, else a partial line
+    kept = lines[:1]
+    dropped = 1 if tail else 0
+    for line in lines[1:]:
+        head = line.split(b",", 1)[0]
+        if head.isdigit() and int(head) in epochs:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        body = b"".join(line + b"\n" for line in kept)
+        atomic_write(path, lambda fh: fh.write(body))
+    return dropped
 
 
 def _max_epoch_in(path: Path, columns: Tuple[str, ...]) -> Optional[int]:
@@ -316,7 +364,7 @@ class RunWriter:
 
     def _open(self, config: Dict[str, Any], *, resume: bool, overwrite: bool) -> None:
         """Create, resume or overwrite the run (the lock is held)."""
-        for name in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE):
+        for name in (RUN_FILE, INFORMATION_FILE, SCALARS_FILE, EPOCHS_FILE):
             refuse_link(self.path / name)
         existing = _own_files(self.path)
         has_run = (self.path / RUN_FILE).exists()
@@ -330,9 +378,13 @@ class RunWriter:
         if overwrite:
             for p in existing:
                 p.unlink()
-            act = self.path / ACTIVATIONS_DIR
-            if act.is_dir() and not act.is_symlink() and not any(act.iterdir()):
-                act.rmdir()
+            for folder in (self.path / ACTIVATIONS_DIR, self.path / PENDING_DIR):
+                if (
+                    folder.is_dir()
+                    and not folder.is_symlink()
+                    and not any(folder.iterdir())
+                ):
+                    folder.rmdir()
             fsync_dir(self.path)
             has_run = False
         writer_info = {"pid": os.getpid(), "host": socket.gethostname()}
@@ -368,11 +420,63 @@ class RunWriter:
             if isinstance(versions, Mapping):
                 base["versions"].update(versions)
             self._config = base
+        self._pending: List[int] = []
+        if resume and (self.path / EPOCHS_FILE).is_file():
+            self._repair()
         # Tables first, then run.json: a run.json always has its tables.
         self._information = CsvTable(self.path / INFORMATION_FILE, INFORMATION_COLUMNS)
         self._scalars = CsvTable(self.path / SCALARS_FILE, SCALARS_COLUMNS)
+        self._epochs: Optional[CsvTable] = None  # the journal, opened on first use
         self._write_config()
-        self._last_epoch = self._find_last_epoch() if resume else None
+        self._last_epoch = None
+        if resume:
+            self._last_epoch = self._find_last_epoch()
+            if self._pending:
+                self._last_epoch = max(self._last_epoch or 0, *self._pending)
+
+    def _repair(self) -> None:
+        """Make every recorded epoch of a resumed run complete or absent.
+
+        Called with the lock held, before the tables are opened. A recorded
+        epoch's writes are bracketed in the journal (``epochs.csv``) by a
+        ``begun`` line and a ``done`` line (:meth:`begin_epoch`,
+        :meth:`end_epoch`); other epochs write one atomic line of scalars.
+        An epoch begun but not done was cut by the process's death:
+
+        - with spooled activations (``pending/``) its ``on_epoch_end`` had
+          returned: its scalars stay, its partly written information rows and
+          archive are removed, and the monitor estimates it again
+          (:attr:`pending`);
+        - otherwise its ``on_epoch_end`` never returned: its rows and archive
+          are removed, so that training can redo the epoch.
+        """
+        begun, done = _read_journal(self.path / EPOCHS_FILE)
+        spooled = set(pending_epochs(self.path))
+        for epoch in sorted(spooled & done):  # done; the spool was not removed
+            (self.path / PENDING_DIR / npz_name(epoch)).unlink()
+        cut = begun - done
+        pending = cut & spooled
+        info_file = self.path / INFORMATION_FILE
+        dropped = _drop_epochs(info_file, cut)
+        dropped += _drop_epochs(self.path / SCALARS_FILE, cut - pending)
+        _drop_epochs(self.path / EPOCHS_FILE, cut - pending)  # redone afresh
+        act = self.path / ACTIVATIONS_DIR
+        archives = sorted(cut & set(activation_epochs(self.path)))
+        for epoch in archives:
+            refuse_link(act)
+            (act / npz_name(epoch)).unlink()
+        if cut:
+            fsync_dir(self.path)
+            logger.warning(
+                "resumed run %s: removed %d rows and %d archives of epochs whose "
+                "writes were cut (%s); spooled epochs %s will be estimated again",
+                self.path,
+                dropped,
+                len(archives),
+                sorted(cut - pending),
+                sorted(pending),
+            )
+        self._pending = sorted(pending)
 
     @classmethod
     def append_to(cls, path: PathLike) -> RunWriter:
@@ -437,6 +541,8 @@ class RunWriter:
             _remove_stale(path)
             self._information = CsvTable(path / INFORMATION_FILE, INFORMATION_COLUMNS)
             self._scalars = CsvTable(path / SCALARS_FILE, SCALARS_COLUMNS)
+            self._epochs = None
+            self._pending = []
             self._last_epoch = self._find_last_epoch()
         except BaseException:
             self._abandon()
@@ -450,6 +556,7 @@ class RunWriter:
         for table in (
             getattr(self, "_information", None),
             getattr(self, "_scalars", None),
+            getattr(self, "_epochs", None),
         ):
             if table is not None:
                 with contextlib.suppress(OSError):
@@ -594,6 +701,8 @@ class RunWriter:
                 return
             self._information.sync()
             self._scalars.sync()
+            if self._epochs is not None:
+                self._epochs.sync()
 
     def save_activations(
         self,
@@ -628,7 +737,27 @@ class RunWriter:
         path : Path
             The archive written.
         """
-        where = "RunWriter.save_activations"
+        return self._save_archive(
+            ACTIVATIONS_DIR,
+            epoch,
+            activations,
+            labels=labels,
+            inputs=inputs,
+            float16=float16,
+            where="RunWriter.save_activations",
+        )
+
+    def _save_archive(
+        self,
+        folder_name: str,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, Any]],
+        *,
+        labels: Optional[Mapping[str, Any]],
+        inputs: Optional[Mapping[str, Any]],
+        float16: bool,
+        where: str,
+    ) -> Path:
         epoch = check_epoch(epoch, where=where)
         arrays: Dict[str, np.ndarray] = {}
         fdtype = np.float16 if float16 else np.float32
@@ -662,7 +791,7 @@ class RunWriter:
                 arrays[f"{p}/{key}"] = arr
         with self._lock:
             self._check_open()
-            folder = self.path / ACTIVATIONS_DIR
+            folder = self.path / folder_name
             refuse_link(folder)
             created = not folder.exists()
             folder.mkdir(exist_ok=True)
@@ -673,6 +802,87 @@ class RunWriter:
             atomic_write(target, lambda fh: np.savez(fh, **arrays))
             self._seen(epoch)
         return target
+
+    # -- the epoch journal and the spool ------------------------------------
+
+    @property
+    def pending(self) -> List[int]:
+        """Epochs of a resumed run whose spooled activations await estimation.
+
+        Their scalars are stored; their information rows (and archives) are
+        not. Estimate each from :meth:`read_pending`, write its rows, then
+        call :meth:`end_epoch`.
+        """
+        return list(self._pending)
+
+    def _journal(self, epoch: int, state: str, *, sync: bool) -> None:
+        epoch = check_epoch(epoch, where=f"RunWriter.{state}")
+        with self._lock:
+            self._check_open()
+            if self._epochs is None:
+                self._epochs = CsvTable(self.path / EPOCHS_FILE, EPOCHS_COLUMNS)
+            self._epochs.append([(epoch, state)], sync=sync)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Journal that a recorded epoch's writes begin (before its first row).
+
+        With :meth:`end_epoch` it brackets the epoch's writes, so that a
+        resumed run can tell an epoch cut by the process's death (begun, not
+        done) and repair it. Epochs that only append one set of scalars need
+        neither: one append is all or nothing.
+        """
+        self._journal(epoch, "begun", sync=False)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Journal that every write of ``epoch`` is done; drop its spool.
+
+        The journal line is fsynced with everything appended before it.
+        """
+        with self._lock:
+            self.sync()
+            self._journal(epoch, "done", sync=True)
+            spool = self.path / PENDING_DIR / npz_name(epoch)
+            if spool.is_file() and not spool.is_symlink():
+                spool.unlink()
+            if epoch in self._pending:
+                self._pending.remove(epoch)
+
+    def save_pending(
+        self,
+        epoch: int,
+        activations: Mapping[str, Mapping[str, Any]],
+        *,
+        labels: Optional[Mapping[str, Any]] = None,
+        inputs: Optional[Mapping[str, Any]] = None,
+    ) -> Path:
+        """Spool a recorded epoch's activations until they are estimated.
+
+        Written like :meth:`save_activations` into ``pending/``; removed by
+        :meth:`end_epoch`. A process killed in between leaves the file, and
+        a resumed run (:attr:`pending`) estimates the epoch from it.
+        """
+        return self._save_archive(
+            PENDING_DIR,
+            epoch,
+            activations,
+            labels=labels,
+            inputs=inputs,
+            float16=False,
+            where="RunWriter.save_pending",
+        )
+
+    def read_pending(self, epoch: int) -> Dict[str, Dict[str, np.ndarray]]:
+        """Return a spooled epoch's arrays: ``{probe: {layer: array}}``.
+
+        Labels and flattened inputs appear under the keys ``"__y__"`` and
+        ``"__x__"`` of each probe.
+        """
+        epoch = check_epoch(epoch, where="RunWriter.read_pending")
+        file = self.path / PENDING_DIR / npz_name(epoch)
+        refuse_link(file.parent)
+        refuse_link(file)
+        where = f"{str(file)!r} (spooled activations of epoch {epoch})"
+        return read_archive(file, where)
 
     def update_config(self, **keys: Any) -> None:
         """Set top-level keys of ``run.json`` and rewrite it atomically.
@@ -736,7 +946,10 @@ class RunWriter:
             for name, table in (
                 (INFORMATION_FILE, self._information),
                 (SCALARS_FILE, self._scalars),
+                (EPOCHS_FILE, self._epochs),
             ):
+                if table is None:
+                    continue
                 try:
                     table.close()
                 except OSError as err:

@@ -195,6 +195,63 @@ def _other_scalars_figure(run: Any, name: str) -> Any:
     return fig
 
 
+def _hessian_density_figure(run: Any, name: str) -> Any:
+    """Draw the Hessian's eigenvalue density per measured epoch (None for none).
+
+    From the ``hessian_density`` measure's quadrature nodes and weights,
+    smoothed by a Gaussian of 1 % of the spread of all nodes (as PyHessian's
+    density plots), on a log density axis.
+    """
+    import numpy as np
+    import plotly.graph_objects as go
+
+    from .measures import DENSITY_PREFIX, density_from_scalars
+
+    scalars = getattr(run, "scalars", None)
+    if scalars is None or len(scalars) == 0:
+        return None
+    frame = scalars[scalars["name"].astype(str).str.startswith(DENSITY_PREFIX)]
+    if frame.empty:
+        return None
+    densities = {}
+    for epoch, group in frame.groupby("epoch"):
+        try:
+            densities[int(epoch)] = density_from_scalars(
+                dict(zip(group["name"].astype(str), group["value"]))
+            )
+        except ValueError:
+            continue
+    densities = {e: d for e, d in densities.items() if len(d.nodes)}
+    if not densities:
+        return None
+    nodes = np.concatenate([d.nodes for d in densities.values()])
+    low, high = float(nodes.min()), float(nodes.max())
+    spread = high - low or max(abs(high), 1.0)
+    sigma = 0.01 * spread
+    grid = np.linspace(low - 0.05 * spread, high + 0.05 * spread, 600)
+    fig = go.Figure()
+    for epoch, density in sorted(densities.items()):
+        values = density.density(grid, sigma=sigma)
+        fig.add_trace(
+            go.Scatter(
+                x=grid,
+                y=np.maximum(values, 1e-12),
+                mode="lines",
+                name=f"epoch {epoch}",
+            )
+        )
+    fig.update_layout(
+        title={
+            "text": html.escape(f"Hessian eigenvalue density: {name}", quote=False)
+        },
+        xaxis_title="eigenvalue of the training loss's Hessian",
+        yaxis_title="density (Gaussian-smoothed, σ = 1 % of the range)",
+        yaxis_type="log",
+        height=360,
+    )
+    return fig
+
+
 def _pinned_note(run: Any) -> str:
     """Return a note naming the pinned estimates of a run ("" for none).
 
@@ -342,6 +399,9 @@ def write_report(
         if note:
             parts.append(note)
         parts.append(figure(dashboard(_Named(run, name))))
+        spectrum = _hessian_density_figure(run, name)
+        if spectrum is not None:
+            parts.append(figure(spectrum))
         other = _other_scalars_figure(run, name)
         if other is not None:
             parts.append(figure(other))

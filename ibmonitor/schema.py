@@ -141,6 +141,10 @@ def scalar_panel(name: str) -> ScalarPanel:
     'Sharpness'
     """
     leaf = name.rsplit("/", 1)[-1]
+    if name.startswith("hessian_density/"):
+        # quadrature nodes and weights, not curves over epochs: the report
+        # draws them as a density; no panel of PANELS shows them
+        return ScalarPanel("Spectrum", "hessian density")
     if name.startswith(_SHARPNESS_PREFIXES):
         return ScalarPanel("Sharpness", name)
     if name.startswith("norms/"):

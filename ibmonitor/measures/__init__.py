@@ -29,9 +29,11 @@ from .._state import ModelSnapshot, preserve_state
 from ._data import OperationCounts, counting
 from .generalization import GeneralizationGap, generalization_gap
 from .hessian import (
+    DENSITY_PREFIX,
     HessianEigenvalues,
     HessianSpectralDensity,
     HessianTrace,
+    density_from_scalars,
     hessian_eigenvalues,
     hessian_spectral_density,
     hessian_trace,
@@ -52,6 +54,7 @@ from .sharpness import expected_sharpness, worst_case_sharpness
 from .timeline import MeasureSet, compute_measures
 
 __all__ = [
+    "DENSITY_PREFIX",
     "NORM_COLUMNS",
     "GeneralizationGap",
     "HessianEigenvalues",
@@ -67,6 +70,7 @@ __all__ = [
     "compute_measures",
     "conv_operator_norm",
     "counting",
+    "density_from_scalars",
     "expected_sharpness",
     "generalization_gap",
     "get_measure",

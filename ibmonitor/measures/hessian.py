@@ -29,7 +29,7 @@ import logging
 import math
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -54,9 +54,11 @@ from ._perturb import flatten, seeded_generator
 from .registry import MeasureContext, register_measure
 
 __all__ = [
+    "DENSITY_PREFIX",
     "HessianEigenvalues",
     "HessianSpectralDensity",
     "HessianTrace",
+    "density_from_scalars",
     "hessian_eigenvalues",
     "hessian_spectral_density",
     "hessian_trace",
@@ -794,6 +796,10 @@ class HessianSpectralDensity:
         return kernel @ self.weights
 
 
+#: Prefix of the ``hessian_density`` measure's scalars.
+DENSITY_PREFIX = "hessian_density/"
+
+
 def _slq_quadrature(
     op: _Operator, v: torch.Tensor, n_steps: int
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -991,3 +997,74 @@ def _hessian_measure(
             out[prefix + "trace"] = tr_groups[group].mean
             out[prefix + "trace_stderr"] = tr_groups[group].stderr
     return out
+
+
+@register_measure(
+    "hessian_density",
+    cost="expensive",
+    defaults={"n_steps": 30},
+    option_names=[hessian_spectral_density],
+)
+def _hessian_density_measure(
+    context: MeasureContext, **options: Any
+) -> Dict[str, float]:
+    """Return the Hessian's eigenvalue density (SLQ) as quadrature nodes and weights.
+
+    ``hessian_density/node_000``, ``hessian_density/weight_000``, ... (one pair
+    per Ritz value, ``n_vectors * n_steps`` in all; 30 steps here): the
+    report draws the Gaussian-smoothed density from them
+    (:meth:`HessianSpectralDensity.density`).
+    """
+    result = hessian_spectral_density(
+        context.model, context.loss_fn, context.train_data, **options
+    )
+    out: Dict[str, float] = {}
+    for i, (node, weight) in enumerate(zip(result.nodes, result.weights)):
+        out[f"{DENSITY_PREFIX}node_{i:03d}"] = float(node)
+        out[f"{DENSITY_PREFIX}weight_{i:03d}"] = float(weight)
+    return out
+
+
+def density_from_scalars(values: Mapping[str, float]) -> HessianSpectralDensity:
+    """Rebuild a density from the scalars of the ``hessian_density`` measure.
+
+    Parameters
+    ----------
+    values : dict of str to float
+        One epoch's scalars (other names are ignored).
+
+    Returns
+    -------
+    HessianSpectralDensity
+        With the stored nodes and weights (``n_vectors=1``, ``n_hvp=0``: not
+        stored).
+
+    Raises
+    ------
+    InvalidParameterError
+        No ``hessian_density/`` scalars, or nodes without weights.
+    """
+    nodes: Dict[str, float] = {}
+    weights: Dict[str, float] = {}
+    for name, value in values.items():
+        if name.startswith(DENSITY_PREFIX + "node_"):
+            nodes[name[len(DENSITY_PREFIX + "node_") :]] = float(value)
+        elif name.startswith(DENSITY_PREFIX + "weight_"):
+            weights[name[len(DENSITY_PREFIX + "weight_") :]] = float(value)
+    if not nodes or set(nodes) != set(weights):
+        raise InvalidParameterError(
+            "density_from_scalars needs matching 'hessian_density/node_i' and "
+            f"'hessian_density/weight_i' scalars; got {len(nodes)} nodes and "
+            f"{len(weights)} weights."
+        )
+    keys = sorted(nodes)
+    node_arr = np.array([nodes[k] for k in keys])
+    weight_arr = np.array([weights[k] for k in keys])
+    keep = np.isfinite(node_arr) & np.isfinite(weight_arr)
+    return HessianSpectralDensity(
+        nodes=node_arr[keep],
+        weights=weight_arr[keep],
+        n_vectors=1,
+        n_steps=(int(keep.sum()),),
+        n_hvp=0,
+    )

@@ -328,6 +328,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             tag: scalar_panel(tag).panel
             for tag in listing
             if not tag.startswith(_INFORMATION_PREFIX)
+            and scalar_panel(tag).panel in PANELS
         }
         # The gap measure repeats the train and test values; show its copies only
         # when the run has no plain train_loss / test_loss (... _acc) scalars.

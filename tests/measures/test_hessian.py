@@ -414,3 +414,33 @@ def test_hessian_eigenvalues_power_never_claims_a_stagnant_quotient():
         )
     if result.converged:
         assert result[0] == pytest.approx(3.0, rel=1e-6)
+
+
+def test_hessian_density_measure_round_trips_through_scalars(tmp_path):
+    """The registered measure stores nodes and weights; the report draws them."""
+    from ibmonitor.measures import DENSITY_PREFIX, MeasureSet, density_from_scalars
+    from ibmonitor.report import write_report
+    from ibmonitor.storage import RunWriter, load_run
+
+    model, loss_fn, x, y = diag_problem()
+    direct = hessian_spectral_density(model, loss_fn, (x, y), n_steps=30)
+    measures = MeasureSet(["hessian_density"], loss_fn=loss_fn, train_data=(x, y))
+    measures.bind(model, total_epochs=1)
+    values = measures.compute(model, 0, strict=True, last=True)
+    names = sorted(values)
+    assert all(n.startswith(DENSITY_PREFIX) for n in names)
+    assert len(names) == 2 * len(direct.nodes)  # 4 distinct eigenvalues: 4 steps
+    rebuilt = density_from_scalars(values)
+    np.testing.assert_allclose(rebuilt.nodes, direct.nodes)
+    np.testing.assert_allclose(rebuilt.weights, direct.weights)
+    for m in range(4):
+        assert rebuilt.moment(m) == pytest.approx(np.mean(np.asarray(DIAG) ** m))
+    with pytest.raises(InvalidParameterError, match="hessian_density/node_i"):
+        density_from_scalars({"train_loss": 1.0})
+
+    with RunWriter(tmp_path / "run", {"seed": 0}) as writer:
+        writer.append_scalars(0, {"train_loss": 1.0, **values})
+    page = write_report(load_run(tmp_path / "run"), tmp_path / "r.html").read_text()
+    assert "Hessian eigenvalue density" in page
+    # the nodes are not drawn as curves over epochs in the "Other" panel
+    assert "Other scalars" not in page

@@ -37,7 +37,15 @@ def problem(mlp_problem):
 
 def test_builtins_are_registered_with_cost_and_defaults():
     assert available_measures() == sorted(
-        ["gap", "norms", "hessian", "sharpness", "expected_sharpness", "pac_bayes"]
+        [
+            "gap",
+            "norms",
+            "hessian",
+            "hessian_density",
+            "sharpness",
+            "expected_sharpness",
+            "pac_bayes",
+        ]
     )
     hessian = get_measure("hessian")
     assert isinstance(hessian, Measure)

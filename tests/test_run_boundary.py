@@ -435,3 +435,74 @@ def test_close_writes_the_status_when_only_the_tables_fail(tmp_path, monkeypatch
     assert writer._information.closed and writer._scalars.closed
     assert json.loads((path / "run.json").read_text())["status"] == "crashed"
     assert load_run(path).scalars["value"].tolist() == [1.0]
+
+
+def _monitored_run(path, **kwargs):
+    import torch
+
+    from ibmonitor import InformationMonitor
+    from ibmonitor.sinks import RunStore
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh())
+    x = torch.randn(64, 4)
+    y = (x[:, 0] > 0).long()
+    monitor = InformationMonitor(
+        model,
+        x,
+        y,
+        layers=["1"],
+        estimators=["binned"],
+        schedule=lambda e: True,
+        overhead_budget=None,
+        sinks=[RunStore(path)],
+        **kwargs,
+    )
+    monitor.on_epoch_end(0, train_loss=1.0)
+    monitor.on_epoch_end(1, train_loss=0.5)
+    return monitor
+
+
+def test_monitor_close_on_a_full_disk_does_not_raise_and_says_why(
+    tmp_path, monkeypatch
+):
+    """Issue 11: close() never raises without strict; run.json tells what failed."""
+    path = tmp_path / "r"
+    monitor = _monitored_run(path)
+    table_files = {
+        (st.st_dev, st.st_ino)
+        for st in (os.stat(path / n) for n in ("information.csv", "scalars.csv"))
+    }
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) in table_files:
+            _full_disk()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.warns(UserWarning, match="failed to close"):
+        monitor.close()  # no exception
+    monkeypatch.undo()
+    stored = json.loads((path / "run.json").read_text())
+    assert stored["status"] == "finished"
+    where = [e["where"] for e in stored["errors"]]
+    assert "closing information.csv" in where and "closing scalars.csv" in where
+    assert any("No space left" in e["message"] for e in stored["errors"])
+    assert sorted(set(load_run(path).scalars.epoch)) == [0, 1]
+
+
+def test_monitor_close_when_nothing_can_be_written(tmp_path, monkeypatch):
+    path = tmp_path / "r"
+    monitor = _monitored_run(path)
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    with pytest.warns(UserWarning, match="failed to close"):
+        monitor.close()
+    monkeypatch.undo()
+    # run.json could not be rewritten: it still says "running" (a reader
+    # reports "crashed" once the process is gone), the lock is released and
+    # the run resumes at once with everything written before.
+    assert json.loads((path / "run.json").read_text())["status"] == "running"
+    with RunWriter(path, resume=True) as again:
+        assert again.last_epoch == 1

@@ -956,6 +956,18 @@ class RunWriter:
                     failures.append((f"closing {name}", err))
             if not self._appending:
                 self._config.update(status=status, ended=_now())
+                if failures:  # say in run.json what could not be made durable
+                    self._config["errors"] = [
+                        *(self._config.get("errors") or []),
+                        *(
+                            {
+                                "epoch": None,
+                                "where": step,
+                                "message": f"{type(err).__name__}: {err}",
+                            }
+                            for step, err in failures
+                        ),
+                    ]
                 try:
                     self._write_config()
                 except OSError as err:

@@ -61,6 +61,7 @@ def train_twelve_bit(
     overwrite: bool = True,
     tensorboard: bool = True,
     verbose: bool = False,
+    store_activations: Union[bool, str] = False,
 ) -> Path:
     """Train Shwartz-Ziv & Tishby's network on the 12-bit task under the monitor.
 
@@ -89,6 +90,9 @@ def train_twelve_bit(
         ``(x, y)``; default :func:`ibmonitor.datasets.twelve_bit`.
     overwrite, tensorboard, verbose : bool
         Passed to the monitor.
+    store_activations : bool or {"float32", "float16"}, default=False
+        Passed to the run store (needed by ``ibmonitor sensitivity`` and
+        ``ibmonitor estimate``).
 
     Returns
     -------
@@ -124,7 +128,7 @@ def train_twelve_bit(
         total_epochs=epochs,
         logdir=logdir,
         sinks=[
-            RunStore(overwrite=overwrite),
+            RunStore(overwrite=overwrite, store_activations=store_activations),
             *([TensorBoard()] if tensorboard else []),
         ],
         verbose=verbose,
@@ -257,7 +261,15 @@ def _run_demo(
         f"Training the 12-10-7-5-4-3-2 tanh network on the 12-bit task for "
         f"{n_epochs} epochs; recording every layer on a log schedule ..."
     )
-    path = train_twelve_bit(logdir, epochs=n_epochs, seed=seed, n_schedule=n_schedule)
+    # The activations are stored (about 0.7 MB per recorded epoch) so that
+    # `ibmonitor sensitivity` and `ibmonitor estimate` can re-estimate the run.
+    path = train_twelve_bit(
+        logdir,
+        epochs=n_epochs,
+        seed=seed,
+        n_schedule=n_schedule,
+        store_activations=True,
+    )
     run = load_run(path)
     report_path = None
     if report:
@@ -280,5 +292,9 @@ def _run_demo(
     if report_path is not None:
         print(f"Report:        {report_path}")
     print(f"TensorBoard:   ibmonitor tensorboard {path}")
+    print(
+        f"Sensitivity:   ibmonitor sensitivity {path} --estimator binned "
+        "--grid n_bins=10,30,100"
+    )
     print(f"Took {seconds:.0f} s.")
     return DemoResult(logdir=path, report=report_path, table=table, seconds=seconds)

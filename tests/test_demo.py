@@ -39,6 +39,30 @@ def test_run_demo_quick_shows_fitting_and_compression(tmp_path, capsys):
     assert run.config["status"] == "finished"
     assert set(run.information["estimator"]) == {"binned", "kde"}
     _check_phases(run, min_compression=1.0)
+    # issue 12: the demo's run stores its activations, so that the printed
+    # sensitivity command works on it
+    assert "ibmonitor sensitivity" in out
+    assert run.activation_epochs == sorted(set(run.information["epoch"]))
+    from ibmonitor.cli import main
+
+    figure = tmp_path / "sensitivity.html"
+    code = main(
+        [
+            "sensitivity",
+            str(result["logdir"]),
+            "--estimator",
+            "binned",
+            "--grid",
+            "n_bins=10,30",
+            "--layers",
+            "tanh5",
+            "--no-progress",
+            "-o",
+            str(figure),
+        ]
+    )
+    assert code == 0 and figure.stat().st_size > 10_000
+    assert "compression" in capsys.readouterr().out
 
 
 @pytest.mark.slow

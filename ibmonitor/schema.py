@@ -38,6 +38,7 @@ __all__ = [
     "PANELS",
     "RUN_KEYS",
     "SCALARS_COLUMNS",
+    "UNCERTAINTY_COLUMNS",
     "WIDE_COLUMNS",
     "X_TITLE",
     "Y_TITLE",
@@ -68,6 +69,16 @@ INFORMATION_KEYS = ("epoch", "probe", "layer", "estimator")
 WIDE_COLUMNS = (*INFORMATION_KEYS, "i_xt", "i_ty")
 #: Columns of the scalars table (``scalars.csv``).
 SCALARS_COLUMNS = ("epoch", "name", "value")
+#: Columns of the information table that estimators add when asked
+#: (``bootstrap=B``, ``baseline=True``): the interval of each coordinate and
+#: the permutation baseline of I(T;Y), in bits.
+UNCERTAINTY_COLUMNS = (
+    "i_xt_low",
+    "i_xt_high",
+    "i_ty_low",
+    "i_ty_high",
+    "i_ty_baseline",
+)
 #: Columns of the epoch journal (``epochs.csv``): a recorded epoch whose
 #: writes have ``begun`` (before its first row) or are all ``done``.
 EPOCHS_COLUMNS = ("epoch", "state")

@@ -133,6 +133,28 @@ def write_pinned_run(path: Path) -> None:
             writer.write_information(epoch, rows)
 
 
+def write_interval_run(path: Path) -> None:
+    """Two layers with bootstrap intervals and a permutation baseline (issue 12)."""
+    with TensorBoardWriter(path) as writer:
+        for epoch in EPOCHS:
+            rows = [
+                {
+                    "epoch": epoch,
+                    "layer": layer,
+                    "estimator": "binned",
+                    "i_xt": 2.0 + k + 0.001 * epoch,
+                    "i_ty": 0.5 + 0.1 * k,
+                    "i_xt_low": 1.8 + k + 0.001 * epoch,
+                    "i_xt_high": 2.3 + k + 0.001 * epoch,
+                    "i_ty_low": 0.45 + 0.1 * k,
+                    "i_ty_high": 0.6 + 0.1 * k,
+                    "i_ty_baseline": 0.02 * (k + 1),
+                }
+                for k, layer in enumerate(["fc1", "fc2"])
+            ]
+            writer.write_information(epoch, rows)
+
+
 def write_monitor_run(path: Path) -> None:
     """A run written by ibmonitor.InformationMonitor(tensorboard=True)."""
     import torch
@@ -260,6 +282,21 @@ def test_information_route_carries_pinned_flags_and_minimum_spans(tmp_path):
     assert not any(p for s in plain["series"] for p in s["pinned"])
     assert plain["series"][0]["resolution"] == [None] * len(EPOCHS)
     assert plain["min_span"] == list(MIN_PLANE_SPAN)
+
+
+def test_information_route_carries_intervals_and_baselines(tmp_path):
+    write_interval_run(tmp_path / "interval")
+    write_demo_run(tmp_path / "plain")
+    plugin = _plugin(tmp_path)
+    info = _json(plugin, "/information", "?run=interval")
+    fc2 = info["series"][1]
+    assert fc2["layer"] == "fc2"
+    assert fc2["i_xt_low"] == pytest.approx([2.8 + 0.001 * e for e in EPOCHS])
+    assert fc2["i_ty_high"] == pytest.approx([0.7] * len(EPOCHS))
+    assert fc2["i_ty_baseline"] == pytest.approx([0.04] * len(EPOCHS))
+    assert fc2["pinned"] == [False] * len(EPOCHS)
+    plain = _json(plugin, "/information", "?run=plain&estimator=binned")
+    assert "i_xt_low" not in plain["series"][0]  # only where the run has them
 
 
 def test_plugin_minimum_span_is_the_plotting_one():
@@ -550,6 +587,7 @@ def server_logdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb_server")
     write_demo_run(root / "writer_run")
     write_pinned_run(root / "writer_run_pinned")
+    write_interval_run(root / "writer_run_interval")
     if _monitor_available():
         write_monitor_run(root / "monitor_run")
     return root
@@ -761,6 +799,27 @@ def test_information_plane_tab_in_headless_chromium(
             assert len(labels) == 1 and labels[0][0].startswith("42 layers")
             assert any("pinned" in n[0] for n in plane["notes"])  # the key
             page.screenshot(path=str(shots / "pinned_plane.png"))
+
+            # intervals as error bars on both axes, the baseline as a line
+            frame.locator("#ibm-run").select_option("writer_run_interval")
+            frame.wait_for_function(
+                "() => { const d = document.getElementById('ibm-plane');"
+                " return d.data.length === 2 && d.data[0].error_x; }",
+                timeout=30_000,
+            )
+            bars = frame.evaluate(
+                """() => {
+                  const d = document.getElementById('ibm-plane');
+                  return {
+                    up: d.data[1].error_x.array[0],
+                    down: d.data[1].error_y.arrayminus[0],
+                    shapes: (d.layout.shapes || []).map(s => [s.name, s.y0]),
+                  };
+                }"""
+            )
+            assert bars["up"] == pytest.approx(0.3)
+            assert bars["down"] == pytest.approx(0.05)
+            assert bars["shapes"] == [["baseline", pytest.approx(0.04)]]
         finally:
             browser.close()
     assert not outside, f"requests left 127.0.0.1: {outside[:5]}"

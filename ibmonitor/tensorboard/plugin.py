@@ -77,6 +77,7 @@ from ..schema import (
     DEFAULT_PROBE,
     MIN_PLANE_SPAN,
     PANELS,
+    UNCERTAINTY_COLUMNS,
     X_TITLE,
     Y_TITLE,
     epochs_look_log,
@@ -277,24 +278,32 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
                     logger.warning("Skipping tag %r of run %r: %s.", tag, run, reason)
                     skipped.append({"run": run, "tag": tag, "reason": reason})
                     continue
-                series.append(
-                    {
-                        "probe": info["probe"],
-                        "estimator": info["estimator"],
-                        "layer": info["layer"],
-                        "layer_index": info["layer_index"],
-                        "epochs": [int(point.step) for point in points],
-                        "i_xt": [_finite(v[0]) if v.size > 0 else None for v in values],
-                        "i_ty": [_finite(v[1]) if v.size > 1 else None for v in values],
-                        "pinned": [
-                            bool(v.size > 2 and _finite(v[2]) and v[2] > 0.5)
-                            for v in values
-                        ],
-                        "resolution": [
-                            _finite(v[3]) if v.size > 3 else None for v in values
-                        ],
-                    }
-                )
+                where = {q: k for k, q in enumerate(info["quantities"])}
+
+                def column(name: str, values: list = values, where=where) -> list:
+                    k = where.get(name)
+                    return [
+                        _finite(v[k]) if k is not None and v.size > k else None
+                        for v in values
+                    ]
+
+                entry = {
+                    "probe": info["probe"],
+                    "estimator": info["estimator"],
+                    "layer": info["layer"],
+                    "layer_index": info["layer_index"],
+                    "epochs": [int(point.step) for point in points],
+                    "i_xt": column("i_xt"),
+                    "i_ty": column("i_ty"),
+                    "pinned": [
+                        bool(p is not None and p > 0.5) for p in column("pinned")
+                    ],
+                    "resolution": column("resolution"),
+                }
+                for name in UNCERTAINTY_COLUMNS:  # only where the run has them
+                    if name in where:
+                        entry[name] = column(name)
+                series.append(entry)
         series.sort(
             key=lambda s: (s["probe"], s["estimator"], s["layer_index"], s["layer"])
         )
@@ -477,9 +486,15 @@ def _parse_content(tag: str, content: bytes) -> Optional[dict]:
         raise ValueError(
             f"'layer_index' must be an int, got {info.get('layer_index')!r}"
         ) from None
+    quantities = info.get("quantities") or ["i_xt", "i_ty", "pinned", "resolution"]
+    if not isinstance(quantities, list) or not all(
+        isinstance(q, str) for q in quantities
+    ):
+        raise ValueError(f"'quantities' must be a list of names, got {quantities!r}")
     parts = tag.split("/")
     layer = info.get("layer") or (parts[-1] if parts else tag)
     return {
+        "quantities": quantities,
         "probe": str(
             info.get("probe") or (parts[1] if len(parts) > 3 else DEFAULT_PROBE)
         ),

@@ -54,6 +54,7 @@ import numpy as np
 from ..schema import (
     DEFAULT_PROBE,
     PANELS,
+    UNCERTAINTY_COLUMNS,
     X_TITLE,
     Y_TITLE,
     plane_rows,
@@ -276,7 +277,10 @@ class TensorBoardWriter:
             ``estimator``, ``i_xt``, ``i_ty`` (bits), optional ``probe``
             (default ``"default"``), and the estimator's ``pinned`` flag and
             ``resolution`` (bits) where present, which the plugin's tensor
-            carries after the two coordinates; other keys are ignored here.
+            carries after the two coordinates, then, where present, the
+            interval and baseline (bits, NaN where one is missing; see
+            :data:`ibmonitor.schema.UNCERTAINTY_COLUMNS`); the tensor's
+            metadata names its layout (``quantities``). Other keys are ignored.
         """
         from tensorboard.util import tensor_util
 
@@ -291,10 +295,15 @@ class TensorBoardWriter:
             # [i_xt, i_ty] then, where the row has them, the estimator's
             # pinned flag and resolution (always in this order; NaN if absent)
             values = [i_xt, i_ty]
-            if "resolution" in row:
-                values += [_as_float(row.get("pinned")), _as_float(row["resolution"])]
+            quantities = ["i_xt", "i_ty"]
+            uncertain = [q for q in UNCERTAINTY_COLUMNS if q in row]
+            if "resolution" in row or uncertain:
+                quantities += ["pinned", "resolution"]
             elif "pinned" in row:
-                values.append(_as_float(row["pinned"]))
+                quantities.append("pinned")
+            if uncertain:  # the bootstrap interval and permutation baseline
+                quantities += list(UNCERTAINTY_COLUMNS)
+            values += [_as_float(row.get(q)) for q in quantities[2:]]
             index = self._layers.setdefault(layer, len(self._layers))
             self._estimators.setdefault(estimator, None)
             self._probes.setdefault(probe, None)
@@ -307,7 +316,7 @@ class TensorBoardWriter:
                 "estimator": estimator,
                 "layer": layer,
                 "layer_index": index,
-                "quantities": ["i_xt", "i_ty", "pinned", "resolution"][: len(values)],
+                "quantities": quantities,
             }
             metadata = summary_pb2.SummaryMetadata(
                 plugin_data=summary_pb2.SummaryMetadata.PluginData(

@@ -124,6 +124,24 @@ const PINNED_HOVER =
   '<br><b>pinned</b>: at log2 n (every sample its own bin or kernel),' +
   '<br>set by the sample size, not the layer';
 
+function isFiniteNumber(v) {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+// Plotly error bars from an interval [low, high] around each value (bits);
+// undefined when the run has no intervals for this series.
+function intervalBars(values, low, high) {
+  if (!low || !high || !low.some(isFiniteNumber)) return undefined;
+  const up = values.map((v, k) =>
+    isFiniteNumber(v) && isFiniteNumber(high[k]) ? Math.max(high[k] - v, 0) : 0);
+  const down = values.map((v, k) =>
+    isFiniteNumber(v) && isFiniteNumber(low[k]) ? Math.max(v - low[k], 0) : 0);
+  return {
+    type: 'data', symmetric: false, array: up, arrayminus: down,
+    thickness: 1, width: 2, color: 'rgba(90, 90, 90, 0.5)',
+  };
+}
+
 function drawPlane(div, info, run) {
   const series = info.series || [];
   const allEpochs = series.flatMap((s) => s.epochs);
@@ -139,6 +157,8 @@ function drawPlane(div, info, run) {
       name: escapeText(s.layer),
       x: s.i_xt,
       y: s.i_ty,
+      error_x: intervalBars(s.i_xt, s.i_xt_low, s.i_xt_high),
+      error_y: intervalBars(s.i_ty, s.i_ty_low, s.i_ty_high),
       customdata: s.epochs,
       hovertext: pinned.map((p) => (p ? PINNED_HOVER : '')),
       cliponaxis: false,
@@ -198,6 +218,23 @@ function drawPlane(div, info, run) {
       name: 'pinned-note',
     });
   }
+  // The permutation baseline of I(T;Y): the estimator's floor at this n
+  // (labels shuffled), drawn at its highest value over the shown points.
+  const baselines = series.flatMap((s) => s.i_ty_baseline || []).filter(isFiniteNumber);
+  const shapes = [];
+  if (baselines.length) {
+    const floor = Math.max(...baselines);
+    shapes.push({
+      type: 'line', xref: 'paper', x0: 0, x1: 1, yref: 'y', y0: floor, y1: floor,
+      line: {dash: 'dash', width: 1, color: '#b03a2e'}, name: 'baseline',
+    });
+    annotations.push({
+      xref: 'paper', yref: 'y', x: 1, y: floor, xanchor: 'right', yanchor: 'bottom',
+      showarrow: false, font: {size: 11, color: '#b03a2e'},
+      text: 'permutation baseline ' + floor.toFixed(3) + ' bits',
+      name: 'baseline-note',
+    });
+  }
   const probeText =
     state.probe && state.probe !== DEFAULT_PROBE ? ' · ' + state.probe : '';
   const layout = {
@@ -205,6 +242,7 @@ function drawPlane(div, info, run) {
     xaxis,
     yaxis,
     annotations,
+    shapes,
     legend: {orientation: 'h', y: -0.18, x: 0},
     margin: {l: 64, r: 24, t: 48, b: 64},
     hovermode: 'closest',

@@ -7,7 +7,12 @@ so that figures render offline and in static exports.
 
 - :func:`information_plane`: one trajectory per layer in the (I(X;T), I(T;Y))
   plane, markers coloured by epoch on one colour bar; several runs overlaid or
-  in facets, or averaged over seeds as in Shwartz-Ziv & Tishby (2017).
+  in facets, or aggregated over seeds (mean as in Shwartz-Ziv & Tishby 2017,
+  or median with the inter-quartile range); intervals as error bars, the
+  permutation floor of I(T;Y) and the ceiling of I(X;T) as reference lines.
+- :func:`information_curves`: I(X;T) and I(T;Y) over epochs, one line per
+  layer, intervals (or the seeds' spread) as bands, the floor and the
+  ceiling as dashed lines.
 - :func:`dashboard`: the information plane beside the scalars over epochs, in
   the panels of :func:`ibmonitor.schema.scalar_panel` (loss, accuracy,
   sharpness, norms, and saturation where recorded).
@@ -51,6 +56,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ._validation import check_param
+from .aggregate import aggregate_seeds
 from .exceptions import InvalidParameterError
 from .schema import (
     DEFAULT_PROBE,
@@ -69,6 +75,7 @@ __all__ = [
     "Y_TITLE",
     "combine_figures",
     "dashboard",
+    "information_curves",
     "information_plane",
     "line_figure",
     "place_labels",
@@ -81,7 +88,12 @@ logger = logging.getLogger(__name__)
 _INFO_COLUMNS = ("run", "probe", "estimator", "layer", "epoch", "i_xt", "i_ty")
 _FACETS = (None, "run", "estimator")
 _LOG_OPTIONS = ("auto", True, False)
-_SPREADS = (None, "std", "sem")
+_SPREADS = (None, "std", "sem", "iqr")
+_AGGREGATES = (None, "mean", "median")
+#: Colour of error bars, bands and reference lines that are not a layer's.
+_ERROR_COLOR = "rgba(110, 110, 110, 0.5)"
+_FLOOR_COLOR = "rgba(200, 60, 40, 0.75)"
+_CEILING_COLOR = "rgba(60, 60, 60, 0.6)"
 _IMAGE_FORMATS = {
     "png": "png",
     "svg": "svg",
@@ -373,8 +385,12 @@ def _select(
     runs: Any,
     probe: Any,
     all_estimators: bool,
+    require: Sequence[str] = ("i_xt", "i_ty"),
 ) -> tuple:
-    """Filter the information table; return (frame, estimators, layers)."""
+    """Filter the information table; return (frame, estimators, layers).
+
+    Rows where any of ``require`` is NaN are left out.
+    """
     info = data.information
     if runs is not None:
         keep = _choose(runs, data.names, "run", owner, many=True)
@@ -410,26 +426,69 @@ def _select(
         keep = set(_choose(layers, order, "layer", owner, many=True))
         order = [layer for layer in order if layer in keep]  # network order
         info = info[info["layer"].isin(keep)]
-    info = info.dropna(subset=["i_xt", "i_ty"])
+    info = info.dropna(subset=list(require))
     return info, chosen, order
 
 
-def _average_seeds(info: pd.DataFrame, runs: list, spread: Optional[str]) -> tuple:
-    """Mean over runs per (estimator, layer, epoch), as Shwartz-Ziv & Tishby."""
-    grouped = info.groupby(["estimator", "layer", "epoch"], sort=False)
-    mean = grouped[["i_xt", "i_ty"]].mean()
-    # A mean of pinned estimates is pinned; the coarsest resolution holds.
-    for extra in ("pinned", "resolution"):
-        if extra in info:
-            mean[extra] = grouped[extra].max()
-    out = mean.reset_index()
-    out["n_runs"] = grouped.size().to_numpy()
-    if spread is not None:
-        sd = grouped[["i_xt", "i_ty"]].std(ddof=1).fillna(0.0).to_numpy()
-        if spread == "sem":
-            sd = sd / np.sqrt(out["n_runs"].to_numpy())[:, None]
-        out["err_xt"], out["err_ty"] = sd[:, 0], sd[:, 1]
-    label = f"mean of {len(runs)} runs"
+def _check_aggregate(
+    aggregate: Any, average_seeds: bool, spread: Any, owner: str
+) -> tuple:
+    """Return (statistic or None, spread) after checking the combination.
+
+    ``average_seeds=True`` is ``aggregate="mean"``; the median's spread is
+    the inter-quartile range (by default), the mean's the standard deviation
+    or standard error (none by default).
+    """
+    check_param(aggregate, "aggregate", owner, kind="option", options=_AGGREGATES)
+    check_param(spread, "spread", owner, kind="option", options=_SPREADS)
+    statistic = aggregate or ("mean" if average_seeds else None)
+    if statistic == "median":
+        if spread in ("std", "sem"):
+            raise InvalidParameterError(
+                f"The 'spread' parameter of {owner} must be 'iqr' or None with "
+                f"aggregate='median'. Got {spread!r} instead."
+            )
+        return statistic, "iqr"
+    if spread == "iqr":
+        raise InvalidParameterError(
+            f"The 'spread' parameter of {owner} can be 'iqr' only with "
+            "aggregate='median' (the mean takes 'std' or 'sem'). Got 'iqr' instead."
+        )
+    if statistic is None and spread is not None:
+        logger.info("%s: spread= applies only when aggregating seeds.", owner)
+        spread = None
+    return statistic, spread
+
+
+def _average_seeds(
+    info: pd.DataFrame,
+    runs: list,
+    spread: Optional[str],
+    statistic: str = "mean",
+    quantities: Sequence[str] = ("i_xt", "i_ty"),
+) -> tuple:
+    """Aggregate the runs per (estimator, layer, epoch): mean or median.
+
+    Uses :func:`ibmonitor.aggregate.aggregate_seeds`. The error columns
+    ``err_<q>_minus`` and ``err_<q>_plus`` (``q`` in ``quantities``) hold the
+    spread drawn: one standard deviation or standard error on both sides of
+    the mean, or the distances to the quartiles of the median. Flags and
+    bounds (``pinned``, ``resolution``, ``i_xt_ceiling``) take their maximum,
+    the permutation floor ``i_ty_baseline`` the same statistic.
+    """
+    wanted = [*quantities, "pinned", "resolution", "i_ty_baseline", "i_xt_ceiling"]
+    present = [c for c in dict.fromkeys(wanted) if c in info]
+    out = aggregate_seeds(info, statistic=statistic, quantities=present)
+    for q in quantities:
+        if spread is None:
+            continue
+        if spread == "iqr":
+            minus = out[q] - out[f"{q}_q25"]
+            plus = out[f"{q}_q75"] - out[q]
+        else:
+            minus = plus = out[f"{q}_{spread}"].fillna(0.0)
+        out[f"err_{q}_minus"], out[f"err_{q}_plus"] = minus, plus
+    label = f"{statistic} of {len(runs)} runs"
     out["run"] = label
     out["probe"] = info["probe"].iloc[0] if len(info) else DEFAULT_PROBE
     return out, [label]
@@ -647,6 +706,54 @@ def place_labels(ends: Sequence[Mapping], axes: tuple, size_px: tuple) -> list:
     return out
 
 
+def _error_bars(rows: pd.DataFrame, q: str, intervals: bool) -> Optional[dict]:
+    """Error bars of quantity ``q`` (``"i_xt"`` or ``"i_ty"``) of some rows.
+
+    The seeds' spread where aggregated (``err_<q>_minus``/``_plus``), else the
+    estimator's interval (``<q>_low``/``_high``) when ``intervals`` and
+    recorded; None where there is neither.
+    """
+    values = rows[q].to_numpy(dtype=float)
+    if f"err_{q}_plus" in rows:
+        minus = rows[f"err_{q}_minus"].to_numpy(dtype=float)
+        plus = rows[f"err_{q}_plus"].to_numpy(dtype=float)
+    elif intervals and f"{q}_low" in rows and f"{q}_high" in rows:
+        low = pd.to_numeric(rows[f"{q}_low"], errors="coerce").to_numpy(float)
+        high = pd.to_numeric(rows[f"{q}_high"], errors="coerce").to_numpy(float)
+        if not np.isfinite(low).any():
+            return None
+        minus, plus = values - low, high - values
+    else:
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": np.nan_to_num(plus, nan=0.0),
+        "arrayminus": np.nan_to_num(minus, nan=0.0),
+        "thickness": 1,
+        "width": 0,
+        "color": _ERROR_COLOR,
+    }
+
+
+def _interval_hover(rows: pd.DataFrame, intervals: bool) -> np.ndarray:
+    """Hover lines of the intervals and the permutation floor ("" where none)."""
+    out = np.full(len(rows), "", dtype=object)
+    if not intervals:
+        return out
+    for q, label in (("i_xt", "I(X;T)"), ("i_ty", "I(T;Y)")):
+        if f"{q}_low" in rows and f"{q}_high" in rows:
+            low = pd.to_numeric(rows[f"{q}_low"], errors="coerce").to_numpy(float)
+            high = pd.to_numeric(rows[f"{q}_high"], errors="coerce").to_numpy(float)
+            for k in np.flatnonzero(np.isfinite(low) & np.isfinite(high)):
+                out[k] += f"<br>{label} interval: [{low[k]:.4f}, {high[k]:.4f}]"
+    if "i_ty_baseline" in rows:
+        floor = pd.to_numeric(rows["i_ty_baseline"], errors="coerce").to_numpy(float)
+        for k in np.flatnonzero(np.isfinite(floor)):
+            out[k] += f"<br>I(T;Y) floor (labels permuted): {floor[k]:.4f}"
+    return out
+
+
 def _plane_traces(
     info: pd.DataFrame,
     *,
@@ -655,6 +762,7 @@ def _plane_traces(
     log: bool,
     overlay: bool,
     spread: Optional[str],
+    intervals: bool = True,
 ) -> tuple:
     """Build the trajectories of one panel: (traces, end annotations)."""
     traces: list = []
@@ -674,18 +782,23 @@ def _plane_traces(
             epochs = rows["epoch"].to_numpy()
             n_runs = rows["n_runs"].to_numpy() if "n_runs" in rows else None
             pinned = _pinned_mask(rows)
-            custom = np.empty((len(rows), 5), dtype=object)
+            custom = np.empty((len(rows), 6), dtype=object)
             custom[:, 0] = epochs
             custom[:, 1] = _escape(run)
             custom[:, 2] = _escape(layer)
             custom[:, 3] = n_runs if n_runs is not None else 1
             custom[:, 4] = np.where(pinned, _PINNED_HOVER, "")
+            custom[:, 5] = _interval_hover(rows, intervals and spread is None)
             hover = (
                 "run: %{customdata[1]}<br>layer: %{customdata[2]}<br>"
                 "epoch: %{customdata[0]}<br>I(X;T): %{x:.4f} bits<br>"
                 "I(T;Y): %{y:.4f} bits"
-                + ("<br>runs averaged: %{customdata[3]}" if n_runs is not None else "")
-                + "%{customdata[4]}<extra></extra>"
+                + (
+                    "<br>runs aggregated: %{customdata[3]}"
+                    if n_runs is not None
+                    else ""
+                )
+                + "%{customdata[5]}%{customdata[4]}<extra></extra>"
             )
             any_pinned = any_pinned or bool(pinned.any())
             trace = go.Scatter(
@@ -701,21 +814,13 @@ def _plane_traces(
                 hovertemplate=hover,
                 meta={"kind": "information_plane", "layer": _escape(layer)},
             )
-            if spread is not None and "err_xt" in rows:
-                trace.error_x = {
-                    "type": "data",
-                    "array": rows["err_xt"].to_numpy(),
-                    "thickness": 1,
-                    "width": 0,
-                    "color": "rgba(110, 110, 110, 0.5)",
-                }
-                trace.error_y = {
-                    "type": "data",
-                    "array": rows["err_ty"].to_numpy(),
-                    "thickness": 1,
-                    "width": 0,
-                    "color": "rgba(110, 110, 110, 0.5)",
-                }
+            show_errors = intervals or spread is not None
+            error_x = _error_bars(rows, "i_xt", intervals) if show_errors else None
+            error_y = _error_bars(rows, "i_ty", intervals) if show_errors else None
+            if error_x is not None:
+                trace.error_x = error_x
+            if error_y is not None:
+                trace.error_y = error_y
             shown_runs.add(run)
             traces.append(trace)
             if layer in labelled:  # overlaid runs: name each layer once
@@ -733,6 +838,70 @@ def _plane_traces(
     return traces, ends
 
 
+def _finite(info: pd.DataFrame, column: str) -> np.ndarray:
+    """Return the finite values of a column (empty where it is missing)."""
+    if column not in info:
+        return np.empty(0)
+    values = pd.to_numeric(info[column], errors="coerce").to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _in_range(value: float, lo: float, hi: float) -> bool:
+    """Whether ``value`` lies within [lo, hi] widened by 5 % of the span."""
+    pad = 0.05 * (hi - lo)
+    return lo - pad <= value <= hi + pad
+
+
+def _reference_traces(info: pd.DataFrame, axes: tuple) -> list:
+    """Return the reference lines of a plane panel, where recorded and in range.
+
+    A horizontal dashed line at the mean permutation floor of I(T;Y)
+    (``i_ty_baseline``) and a vertical dotted line at the ceiling of I(X;T)
+    (``i_xt_ceiling``, the largest recorded), each drawn only where it falls
+    within the data's range (a reference line never stretches an axis).
+    """
+    (x0, x1, _), (y0, y1, _) = axes
+    out = []
+    floor = _finite(info, "i_ty_baseline")
+    if floor.size and _in_range(float(floor.mean()), y0, y1):
+        value = float(floor.mean())
+        spread = (
+            f" (range {floor.min():.3f}-{floor.max():.3f})" if floor.size > 1 else ""
+        )
+        out.append(
+            go.Scatter(
+                x=[x0, x1],
+                y=[value, value],
+                mode="lines",
+                name="I(T;Y) floor: labels permuted",
+                line={"color": _FLOOR_COLOR, "dash": "dash", "width": 1.2},
+                hovertemplate=(
+                    f"I(T;Y) floor, labels permuted: {value:.4f} bits, mean over "
+                    f"{floor.size} estimates{spread}<extra></extra>"
+                ),
+                meta={"kind": "baseline"},
+            )
+        )
+    ceiling = _finite(info, "i_xt_ceiling")
+    if ceiling.size and _in_range(float(ceiling.max()), x0, x1):
+        value = float(ceiling.max())
+        out.append(
+            go.Scatter(
+                x=[value, value],
+                y=[y0, y1],
+                mode="lines",
+                name="I(X;T) ceiling: log2 n",
+                line={"color": _CEILING_COLOR, "dash": "dot", "width": 1.2},
+                hovertemplate=(
+                    f"I(X;T) ceiling: {value:.4f} bits (log2 n, or H(X) of the "
+                    "grouped inputs)<extra></extra>"
+                ),
+                meta={"kind": "ceiling"},
+            )
+        )
+    return out
+
+
 def information_plane(
     run_or_frame: Any,
     *,
@@ -741,8 +910,11 @@ def information_plane(
     runs: Optional[Sequence[str]] = None,
     probe: Optional[str] = None,
     average_seeds: bool = False,
+    aggregate: Optional[str] = None,
     spread: Optional[str] = None,
     facet: Optional[str] = None,
+    intervals: bool = True,
+    references: bool = True,
     color_scale: Any = "Viridis",
     log_epochs: Union[str, bool] = "auto",
     title: Optional[str] = None,
@@ -776,13 +948,31 @@ def information_plane(
         Average the runs (e.g. seeds of one experiment) per layer and epoch
         and draw the mean trajectory, as Shwartz-Ziv & Tishby's figures do.
         An epoch recorded by only some runs is averaged over those runs.
-    spread : {"std", "sem"}, optional
-        With ``average_seeds``, draw error bars of one standard deviation, or
-        one standard error of the mean, across runs on both axes.
+        The same as ``aggregate="mean"``.
+    aggregate : {"mean", "median"}, optional
+        Aggregate the runs per layer and epoch
+        (:func:`ibmonitor.aggregate.aggregate_seeds`): ``"mean"`` as
+        ``average_seeds``; ``"median"`` draws the median trajectory with the
+        inter-quartile range of the runs as error bars on both axes.
+    spread : {"std", "sem", "iqr"}, optional
+        The error bars of aggregated runs: one standard deviation or one
+        standard error of the mean (with the mean; none by default), the
+        inter-quartile range (with the median, its default).
     facet : {"run", "estimator"}, optional
         Draw one panel per run (or per estimator) instead of overlaying runs.
         Without it, several runs are overlaid, each in its own line colour and
         named in the legend.
+    intervals : bool, default=True
+        Where the information table has intervals (``i_xt_low``,
+        ``i_xt_high``, ``i_ty_low``, ``i_ty_high``, from estimators called with
+        ``bootstrap=B``), draw them as error bars on both axes and name them
+        on hover. Aggregated runs draw their spread instead.
+    references : bool, default=True
+        Where recorded, draw the permutation floor of I(T;Y)
+        (``i_ty_baseline``, mean over the panel's points) as a horizontal
+        dashed line and the ceiling of I(X;T) (``i_xt_ceiling``, log2 n) as a
+        vertical dotted line, each only where it falls within the panel's
+        ranges.
     color_scale : str or list, default="Viridis"
         Any plotly continuous colour scale for the epochs.
     log_epochs : {"auto", True, False}, default="auto"
@@ -815,12 +1005,13 @@ def information_plane(
     """
     owner = "information_plane"
     check_param(facet, "facet", owner, kind="option", options=_FACETS)
-    check_param(spread, "spread", owner, kind="option", options=_SPREADS)
+    statistic, spread = _check_aggregate(aggregate, average_seeds, spread, owner)
     _check_log(log_epochs, owner)
-    if average_seeds and facet == "run":
+    if statistic is not None and facet == "run":
         raise InvalidParameterError(
             "The 'facet' parameter of information_plane cannot be 'run' with "
-            "average_seeds=True: the runs are averaged into one trajectory per layer."
+            "average_seeds=True or aggregate=...: the runs are aggregated into one "
+            "trajectory per layer."
         )
     data = _gather(run_or_frame, owner)
     info, estimators, layer_order = _select(
@@ -833,11 +1024,8 @@ def information_plane(
         all_estimators=facet == "estimator",
     )
     run_order = [r for r in data.names if r in set(info["run"])]
-    if average_seeds:
-        info, run_order = _average_seeds(info, run_order, spread)
-    elif spread is not None:
-        logger.info("information_plane: spread= applies only with average_seeds=True.")
-        spread = None
+    if statistic is not None:
+        info, run_order = _average_seeds(info, run_order, spread, statistic)
     epochs_all = info["epoch"].to_numpy() if len(info) else np.array([0])
     log = _use_log(log_epochs, data.configs, np.unique(epochs_all))
 
@@ -865,6 +1053,7 @@ def information_plane(
     height = 480 if rows == 1 else 380 * rows
     size_px = (560 / cols, (height - 130) / rows)
     any_pinned = False
+    reference_kinds: set = set()
     for i, (_, frame, panel_runs) in enumerate(panels):
         row, col = i // cols + 1, i % cols + 1
         traces, ends = _plane_traces(
@@ -874,7 +1063,14 @@ def information_plane(
             log=log,
             overlay=overlay,
             spread=spread,
+            intervals=intervals,
         )
+        if traces and references:
+            for line in _reference_traces(frame, axes):
+                kind = line.meta["kind"]
+                line.showlegend = kind not in reference_kinds  # one legend entry
+                reference_kinds.add(kind)
+                fig.add_trace(line, row=row, col=col)
         for trace in traces:
             if (trace.meta or {}).get("kind") == "pinned_legend":
                 trace.showlegend = not any_pinned  # one legend entry
@@ -891,7 +1087,7 @@ def information_plane(
 
     if title is None:
         est = ", ".join(e for e in estimators if e)
-        what = f"mean of {len(data.names)} runs" if average_seeds else None
+        what = f"{statistic} of {len(data.names)} runs" if statistic else None
         if what is None and len(run_order) == 1:
             what = run_order[0]
         title = "Information plane" + (f" ({est})" if est else "")
@@ -900,7 +1096,7 @@ def information_plane(
         title={"text": _escape(title), "x": 0.01, "xanchor": "left"},
         coloraxis=_coloraxis(epochs_all, log, color_scale),
         template="plotly_white",
-        showlegend=overlay or any_pinned,
+        showlegend=overlay or any_pinned or bool(reference_kinds),
         legend={
             "title": {"text": "run" if overlay else ""},
             "x": 1.12,
@@ -950,6 +1146,272 @@ def _not_recorded(
     fig.update_yaxes(
         showticklabels=False, showgrid=False, zeroline=False, row=row, col=col
     )
+
+
+# ------------------------------------------------------------ information curves
+
+_QUANTITIES = {"i_xt": X_TITLE, "i_ty": Y_TITLE}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    """``#rrggbb`` as an ``rgba(...)`` string with opacity ``alpha``."""
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def _band(rows: pd.DataFrame, q: str, intervals: bool) -> Optional[tuple]:
+    """(low, high) arrays of a band around quantity ``q``, or None.
+
+    The seeds' spread where aggregated, else the estimator's interval when
+    ``intervals`` and recorded (see :func:`_error_bars`).
+    """
+    bars = _error_bars(rows, q, intervals)
+    if bars is None:
+        return None
+    values = rows[q].to_numpy(dtype=float)
+    return values - bars["arrayminus"], values + bars["array"]
+
+
+def information_curves(
+    run_or_frame: Any,
+    *,
+    quantities: Sequence[str] = ("i_xt", "i_ty"),
+    estimator: Optional[str] = None,
+    layers: Optional[Sequence[str]] = None,
+    runs: Optional[Sequence[str]] = None,
+    probe: Optional[str] = None,
+    aggregate: Optional[str] = None,
+    spread: Optional[str] = None,
+    intervals: bool = True,
+    references: bool = True,
+    log_epochs: Union[str, bool] = "auto",
+    title: Optional[str] = None,
+) -> go.Figure:
+    """Draw I(X;T) and I(T;Y) over epochs, one line per layer, with their bands.
+
+    One panel per quantity, on a shared epoch axis (logarithmic where the
+    schedule is log-spaced). Each layer has one colour in every panel; with
+    several runs overlaid, each run has its own dash style.
+
+    Parameters
+    ----------
+    run_or_frame : Run, path, DataFrame, or list of these
+        As for :func:`information_plane`.
+    quantities : sequence of {"i_xt", "i_ty"}, default=("i_xt", "i_ty")
+        The quantities drawn, one panel each, in bits.
+    estimator, layers, runs, probe : optional
+        The selection, as for :func:`information_plane` (one estimator: by
+        default the first recorded).
+    aggregate : {"mean", "median"}, optional
+        Aggregate the runs per layer and epoch
+        (:func:`ibmonitor.aggregate.aggregate_seeds`); the median comes with
+        its inter-quartile band.
+    spread : {"std", "sem", "iqr"}, optional
+        The band of aggregated runs, as ``spread`` of :func:`information_plane`.
+    intervals : bool, default=True
+        Draw each layer's interval (``<q>_low`` to ``<q>_high``, from
+        ``bootstrap=B``) as a band where recorded.
+    references : bool, default=True
+        Draw each layer's permutation floor of I(T;Y) (``i_ty_baseline``) as
+        a dashed line in its colour, and the ceiling of I(X;T)
+        (``i_xt_ceiling``) as a dotted grey line where it falls within the
+        panel's range.
+    log_epochs : {"auto", True, False}, default="auto"
+        Log-scale the epoch axis; ``"auto"`` follows the runs' schedules.
+    title : str, optional
+        Figure title; by default names the estimator (and the run).
+
+    Returns
+    -------
+    fig : plotly.graph_objects.Figure
+        Traces carry ``meta``: ``kind`` is ``"information_curve"`` (with
+        ``quantity``, ``layer``, ``run``), ``"band"``, ``"baseline"`` or
+        ``"ceiling"``.
+
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown quantity, estimator, layer, run or probe, or a bad
+        option.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"epoch": [0, 1], "layer": ["a", "a"],
+    ...                       "i_xt": [1.0, 2.0], "i_ty": [0.1, 0.4],
+    ...                       "i_ty_low": [0.0, 0.3], "i_ty_high": [0.2, 0.5]})
+    >>> fig = information_curves(frame)
+    >>> sorted({t.meta["kind"] for t in fig.data})
+    ['band', 'information_curve']
+    """
+    owner = "information_curves"
+    chosen_q = [quantities] if isinstance(quantities, str) else list(quantities)
+    if not chosen_q:
+        raise InvalidParameterError(
+            f"The 'quantities' parameter of {owner} is empty; give 'i_xt', 'i_ty' "
+            "or both."
+        )
+    for q in chosen_q:
+        check_param(q, "quantities", owner, kind="option", options=tuple(_QUANTITIES))
+    statistic, spread = _check_aggregate(aggregate, False, spread, owner)
+    _check_log(log_epochs, owner)
+    data = _gather(run_or_frame, owner)
+    info, estimators, layer_order = _select(
+        data,
+        owner,
+        estimator=estimator,
+        layers=layers,
+        runs=runs,
+        probe=probe,
+        all_estimators=False,
+        require=(),
+    )
+    run_order = [r for r in data.names if r in set(info["run"])]
+    if statistic is not None and len(info):
+        info, run_order = _average_seeds(
+            info, run_order, spread, statistic, quantities=chosen_q
+        )
+    epochs_all = info["epoch"].to_numpy() if len(info) else np.array([0])
+    log = _use_log(log_epochs, data.configs, np.unique(epochs_all))
+    offset, axis = _epoch_axis(epochs_all, log)
+    fig = make_subplots(
+        rows=len(chosen_q), cols=1, shared_xaxes=True, vertical_spacing=0.08
+    )
+    dashes = {run: _DASHES[i % len(_DASHES)] for i, run in enumerate(run_order)}
+    for row, q in enumerate(chosen_q, start=1):
+        rows_q = info.dropna(subset=[q])
+        drawn = False
+        for k, layer in enumerate(layer_order):
+            color = _PALETTE[k % len(_PALETTE)]
+            for run in run_order:
+                rows = rows_q[(rows_q["layer"] == layer) & (rows_q["run"] == run)]
+                rows = rows.sort_values("epoch")
+                if rows.empty:
+                    continue
+                drawn = True
+                x = rows["epoch"].to_numpy() + offset
+                band = _band(rows, q, intervals)
+                if band is not None:
+                    lo, hi = band
+                    fig.add_trace(
+                        go.Scatter(
+                            x=np.concatenate([x, x[::-1]]),
+                            y=np.concatenate([hi, lo[::-1]]),
+                            fill="toself",
+                            fillcolor=_rgba(color, 0.18),
+                            line={"width": 0},
+                            mode="lines",
+                            hoverinfo="skip",
+                            showlegend=False,
+                            legendgroup=_escape(layer),
+                            meta={
+                                "kind": "band",
+                                "quantity": q,
+                                "layer": _escape(layer),
+                            },
+                        ),
+                        row=row,
+                        col=1,
+                    )
+                label = _escape(layer) + (
+                    f" · {_escape(run)}" if len(run_order) > 1 else ""
+                )
+                fig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=rows[q].to_numpy(dtype=float),
+                        customdata=rows["epoch"].to_numpy(),
+                        mode="lines+markers" if len(rows) <= 60 else "lines",
+                        name=label,
+                        legendgroup=_escape(layer),
+                        showlegend=row == 1,
+                        line={"color": color, "dash": dashes[run], "width": 1.8},
+                        marker={"size": 5},
+                        hovertemplate=(
+                            f"{label}<br>epoch %{{customdata}}<br>"
+                            f"{_QUANTITIES[q].split(' ')[0]}: %{{y:.4f}} bits"
+                            "<extra></extra>"
+                        ),
+                        meta={
+                            "kind": "information_curve",
+                            "quantity": q,
+                            "layer": _escape(layer),
+                            "run": _escape(run),
+                        },
+                    ),
+                    row=row,
+                    col=1,
+                )
+                floor = (
+                    pd.to_numeric(rows["i_ty_baseline"], errors="coerce").to_numpy(
+                        float
+                    )
+                    if references and q == "i_ty" and "i_ty_baseline" in rows
+                    else np.empty(0)
+                )
+                if np.isfinite(floor).any():
+                    fig.add_trace(
+                        go.Scatter(
+                            x=x,
+                            y=floor,
+                            mode="lines",
+                            name=f"{label}: floor",
+                            legendgroup=_escape(layer),
+                            showlegend=False,
+                            line={"color": color, "dash": "dash", "width": 1.0},
+                            opacity=0.8,
+                            hovertemplate=(
+                                f"{label}<br>I(T;Y) floor, labels permuted: "
+                                "%{y:.4f} bits<extra></extra>"
+                            ),
+                            meta={"kind": "baseline", "layer": _escape(layer)},
+                        ),
+                        row=row,
+                        col=1,
+                    )
+        ceiling = _finite(rows_q, "i_xt_ceiling") if q == "i_xt" else np.empty(0)
+        values = _finite(rows_q, q)
+        if references and ceiling.size and values.size:
+            lo, hi = float(values.min()), float(values.max())
+            top = float(ceiling.max())
+            if _in_range(top, lo, max(hi, lo + MIN_PLANE_SPAN[0])):
+                xs = epochs_all + offset
+                fig.add_trace(
+                    go.Scatter(
+                        x=[xs.min(), xs.max()],
+                        y=[top, top],
+                        mode="lines",
+                        name="I(X;T) ceiling: log2 n",
+                        line={"color": _CEILING_COLOR, "dash": "dot", "width": 1.2},
+                        hovertemplate=f"I(X;T) ceiling: {top:.4f} bits<extra></extra>",
+                        meta={"kind": "ceiling"},
+                    ),
+                    row=row,
+                    col=1,
+                )
+        if not drawn:
+            _not_recorded(fig, row, 1, "not recorded", hide_x=False)
+        fig.update_yaxes(title_text=_QUANTITIES[q], row=row, col=1)
+        fig.update_xaxes(
+            **{k: v for k, v in axis.items() if k != "title"}, row=row, col=1
+        )
+    fig.update_xaxes(title_text=axis["title"]["text"], row=len(chosen_q), col=1)
+    if title is None:
+        est = ", ".join(e for e in estimators if e)
+        what = f"{statistic} of {len(data.names)} runs" if statistic else None
+        if what is None and len(run_order) == 1:
+            what = run_order[0]
+        title = "Information over epochs" + (f" ({est})" if est else "")
+        title += f": {what}" if what else ""
+    fig.update_layout(
+        title={"text": _escape(title), "x": 0.01, "xanchor": "left"},
+        template="plotly_white",
+        hovermode="closest",
+        height=260 + 220 * len(chosen_q),
+        legend={"title": {"text": "layer"}},
+        margin={"l": 70, "r": 40, "t": 70, "b": 60},
+    )
+    return fig
 
 
 # ------------------------------------------------------------------- dashboard
@@ -1027,7 +1489,8 @@ def dashboard(
 ) -> go.Figure:
     """Draw a run's information plane beside its generalization and sharpness.
 
-    Left: the information plane (see :func:`information_plane`). Right, one
+    Left: the information plane (see :func:`information_plane`; intervals and
+    reference lines where recorded). Right, one
     above the other on a shared epoch axis (logarithmic where the schedule
     is log-spaced), the panels of :func:`ibmonitor.schema.scalar_panel`, the
     same panels as the HTML report and TensorBoard:
@@ -1128,6 +1591,9 @@ def dashboard(
         overlay=False,
         spread=None,
     )
+    if traces:
+        # the floor and ceiling lines, named on hover (the legends are the panels')
+        traces.extend(_reference_traces(info, _plane_axes(info)))
     for trace in traces:
         trace.showlegend = False
         fig.add_trace(trace, row=1, col=1)

@@ -21,6 +21,7 @@ from ibmonitor.plotting import (
     Y_TITLE,
     combine_figures,
     dashboard,
+    information_curves,
     information_plane,
     line_figure,
     place_labels,
@@ -827,3 +828,220 @@ def test_plane_min_spans_reads_the_resolution():
     assert plane_min_spans(pd.DataFrame({"i_xt": [1.0]})) == MIN_PLANE_SPAN
     frame = pd.DataFrame({"resolution": [0.2, 2.0, np.nan]})
     assert plane_min_spans(frame) == (2.0, 2.0)
+
+
+# ------------------------------------------- intervals, baselines, aggregation
+# (issue 12: uncertainty and baselines on every estimate)
+
+
+def with_intervals(frame, *, half=0.2, floor=0.3, ceiling=10.0):
+    """Add what estimators give with bootstrap= and baseline= (bits)."""
+    out = frame.copy()
+    out["i_xt_low"], out["i_xt_high"] = out.i_xt - half, out.i_xt + 2 * half
+    out["i_ty_low"], out["i_ty_high"] = out.i_ty - half / 4, out.i_ty + half / 2
+    out["i_ty_baseline"] = floor
+    out["i_xt_ceiling"] = ceiling
+    return out
+
+
+def kinds(fig):
+    return [(t.meta or {}).get("kind") for t in fig.data]
+
+
+def test_information_plane_draws_intervals_as_error_bars_on_both_axes():
+    frame = with_intervals(information_frame())
+    fig = information_plane(frame)
+    trace = plane_traces(fig)[0]
+    rows = frame[frame.layer == "fc1"].sort_values("epoch")
+    np.testing.assert_allclose(trace.error_x.array, np.full(len(rows), 0.4))
+    np.testing.assert_allclose(trace.error_x.arrayminus, np.full(len(rows), 0.2))
+    np.testing.assert_allclose(trace.error_y.array, np.full(len(rows), 0.1))
+    np.testing.assert_allclose(trace.error_y.arrayminus, np.full(len(rows), 0.05))
+    assert "I(X;T) interval: [" in trace.customdata[0][5]
+    assert "I(T;Y) floor (labels permuted): 0.3000" in trace.customdata[0][5]
+    assert information_plane(frame, intervals=False).data[0].error_x.array is None
+
+
+def test_information_plane_has_no_bars_or_lines_without_the_columns():
+    fig = information_plane(information_frame())
+    assert all(t.error_x.array is None and t.error_y.array is None for t in fig.data)
+    assert "baseline" not in kinds(fig) and "ceiling" not in kinds(fig)
+    assert "band" not in kinds(information_curves(information_frame()))
+
+
+def test_information_plane_reference_lines_where_they_fall_in_range():
+    frame = with_intervals(information_frame(), floor=0.3, ceiling=10.0)
+    fig = information_plane(frame)
+    (floor,) = [t for t in fig.data if (t.meta or {}).get("kind") == "baseline"]
+    (ceiling,) = [t for t in fig.data if (t.meta or {}).get("kind") == "ceiling"]
+    assert list(floor.y) == pytest.approx([0.3, 0.3])  # horizontal, mean floor
+    assert list(ceiling.x) == [10.0, 10.0]  # vertical, at log2 n
+    # spanning the data's ranges, so that they never stretch an axis
+    assert floor.x[0] == pytest.approx(frame.i_xt.min())
+    assert floor.x[1] == pytest.approx(frame.i_xt.max())
+    assert floor.showlegend and fig.layout.showlegend
+    # out of range: not drawn (a ceiling of 20 bits beside trajectories below 10)
+    far = with_intervals(information_frame(), floor=5.0, ceiling=20.0)
+    assert {"baseline", "ceiling"}.isdisjoint(kinds(information_plane(far)))
+    assert {"baseline", "ceiling"}.isdisjoint(
+        kinds(information_plane(frame, references=False))
+    )
+    # the floor is the mean of the panel's floors
+    varied = frame.assign(i_ty_baseline=np.linspace(0.2, 0.4, len(frame)))
+    (line,) = [
+        t for t in information_plane(varied).data if t.meta["kind"] == "baseline"
+    ]
+    assert line.y[0] == pytest.approx(0.3)
+
+
+def test_dashboard_draws_intervals_and_reference_lines():
+    run = fake_run()
+    run.information = with_intervals(run.information)
+    fig = dashboard(run)
+    assert plane_traces(fig)[0].error_x.array is not None
+    assert {"baseline", "ceiling"} <= set(kinds(fig))
+
+
+def test_information_plane_median_of_seeds_with_the_interquartile_range():
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(5)]
+    fig = information_plane(runs, aggregate="median")
+    traces = plane_traces(fig)
+    assert len(traces) == len(LAYERS)
+    frames = pd.concat([r.information for r in runs])
+    by_epoch = frames[frames.layer == "fc1"].groupby("epoch").i_xt
+    median = by_epoch.median().to_numpy()
+    np.testing.assert_allclose(traces[0].x, median)
+    np.testing.assert_allclose(
+        traces[0].error_x.array, by_epoch.quantile(0.75) - median
+    )
+    np.testing.assert_allclose(
+        traces[0].error_x.arrayminus, median - by_epoch.quantile(0.25)
+    )
+    assert "median of 5 runs" in fig.layout.title.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"aggregate": "median", "spread": "std"}, "must be 'iqr' or None"),
+        ({"aggregate": "mean", "spread": "iqr"}, "'iqr' only with aggregate='median'"),
+        ({"aggregate": "mode"}, "'aggregate' parameter"),
+        ({"aggregate": "median", "facet": "run"}, "cannot be 'run'"),
+    ],
+)
+def test_information_plane_rejects_bad_aggregation(kwargs, match):
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(2)]
+    with pytest.raises(InvalidParameterError, match=match):
+        information_plane(runs, **kwargs)
+
+
+def test_information_plane_mean_aggregate_is_average_seeds():
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(3)]
+    a = information_plane(runs, average_seeds=True, spread="sem")
+    b = information_plane(runs, aggregate="mean", spread="sem")
+    for ta, tb in zip(plane_traces(a), plane_traces(b)):
+        np.testing.assert_allclose(ta.x, tb.x)
+        np.testing.assert_allclose(ta.error_y.array, tb.error_y.array)
+    frames = pd.concat([r.information for r in runs])
+    sem = frames[frames.layer == "fc1"].groupby("epoch").i_ty.sem().to_numpy()
+    np.testing.assert_allclose(plane_traces(a)[0].error_y.array, sem)
+
+
+def test_information_curves_lines_bands_and_references():
+    frame = with_intervals(information_frame(epochs=[0, 1, 2, 5, 10]), ceiling=10.0)
+    fig = information_curves(frame, log_epochs=False)
+    curves = [t for t in fig.data if t.meta["kind"] == "information_curve"]
+    assert len(curves) == 2 * len(LAYERS)
+    assert [t.meta["quantity"] for t in curves[: len(LAYERS)]] == ["i_xt"] * 3
+    fc1 = [t for t in curves if t.meta["layer"] == "fc1"]
+    rows = frame[frame.layer == "fc1"].sort_values("epoch")
+    np.testing.assert_allclose(fc1[0].x, rows.epoch)
+    np.testing.assert_allclose(fc1[1].y, rows.i_ty)
+    bands = [t for t in fig.data if t.meta["kind"] == "band"]
+    assert len(bands) == 2 * len(LAYERS)
+    band = next(
+        t
+        for t in bands
+        if t.meta == {"kind": "band", "quantity": "i_ty", "layer": "fc1"}
+    )
+    # a closed polygon: the highs forward, the lows backward
+    np.testing.assert_allclose(band.y[:5], rows.i_ty_high)
+    np.testing.assert_allclose(band.y[5:], rows.i_ty_low[::-1])
+    floors = [t for t in fig.data if t.meta["kind"] == "baseline"]
+    assert len(floors) == len(LAYERS) and all(list(t.y) == [0.3] * 5 for t in floors)
+    # the ceiling at 10 bits is within reach of fc1's I(X;T) (up to ~10)
+    assert kinds(fig).count("ceiling") == 1
+    # the same colour per layer in the band, the line and the floor
+    assert fc1[0].line.color == floors[0].line.color
+    assert (
+        information_curves(frame, intervals=False, references=False)
+        .data[-1]
+        .meta["kind"]
+        == "information_curve"
+    )
+
+
+def test_information_curves_median_band_and_selection():
+    runs = [fake_run(name=f"s{i}", seed=i) for i in range(4)]
+    fig = information_curves(
+        runs, quantities="i_xt", aggregate="median", layers=["fc2"]
+    )
+    (curve,) = [t for t in fig.data if t.meta["kind"] == "information_curve"]
+    (band,) = [t for t in fig.data if t.meta["kind"] == "band"]
+    frames = pd.concat([r.information for r in runs])
+    by_epoch = frames[frames.layer == "fc2"].groupby("epoch").i_xt
+    np.testing.assert_allclose(curve.y, by_epoch.median())
+    n = len(curve.y)
+    np.testing.assert_allclose(band.y[:n], by_epoch.quantile(0.75))
+    np.testing.assert_allclose(band.y[n:], by_epoch.quantile(0.25)[::-1])
+    assert "median of 4 runs" in fig.layout.title.text
+    # overlaid runs: one dash style per run
+    fig = information_curves(runs[:2], quantities=["i_ty"], layers=["fc1"])
+    assert [t.line.dash for t in fig.data] == ["solid", "dash"]
+
+
+def test_information_curves_keep_rows_with_one_quantity_missing():
+    """kNN without inputs records I(X;T) as NaN: its I(T;Y) is still drawn."""
+    frame = information_frame(layers=("fc1",), epochs=[0, 1, 2])
+    frame["i_xt"] = np.nan
+    fig = information_curves(frame)
+    (curve,) = [t for t in fig.data if t.meta["kind"] == "information_curve"]
+    assert curve.meta["quantity"] == "i_ty" and len(curve.y) == 3
+    assert "not recorded" in annotation_texts(fig)
+
+
+def test_information_curves_rejects_bad_parameters():
+    frame = information_frame()
+    with pytest.raises(InvalidParameterError, match="'quantities' parameter"):
+        information_curves(frame, quantities=["h_t"])
+    with pytest.raises(InvalidParameterError, match="is empty"):
+        information_curves(frame, quantities=[])
+    with pytest.raises(InvalidParameterError, match="Unknown layer"):
+        information_curves(frame, layers=["fc9"])
+
+
+@pytest.mark.filterwarnings("ignore::ibmonitor.exceptions.EstimationWarning")
+def test_intervals_from_a_monitored_run_reach_the_plots(tmp_path, tiny_mlp):
+    """End to end: estimators with bootstrap= and baseline= in a monitor, the
+    store, then the plane and the curves draw bars, bands and lines."""
+    import ibmonitor
+    from ibmonitor.monitor import InformationMonitor
+    from ibmonitor.sinks import RunStore
+
+    with InformationMonitor(
+        tiny_mlp.model,
+        inputs=tiny_mlp.x,
+        labels=tiny_mlp.y,
+        estimators={"binned": {"n_bins": 4, "bootstrap": 10, "baseline": 2}},
+        schedule=[0, 1],
+        logdir=tmp_path / "r",
+        sinks=[RunStore()],
+        overhead_budget=None,
+    ) as monitor:
+        monitor.on_epoch_end(0)
+        monitor.on_epoch_end(1)
+    run = ibmonitor.load_run(tmp_path / "r")
+    plane = information_plane(run)
+    assert all(t.error_y.array is not None for t in plane_traces(plane))
+    curves = information_curves(run)
+    assert "band" in kinds(curves) and "baseline" in kinds(curves)

@@ -95,7 +95,7 @@ def _check_params(
     return _check_value_range(value_range)
 
 
-@register("binned", inputs="ids", check=_check_params)
+@register("binned", inputs="ids", check=_check_params, ceiling="inputs")
 def binned(
     t: Any,
     y: Any,

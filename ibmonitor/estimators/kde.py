@@ -302,7 +302,7 @@ def _check_params(
         check_param(chunk_size, "chunk_size", "kde", kind="int", low=1)
 
 
-@register("kde", inputs="none", check=_check_params)
+@register("kde", inputs="none", check=_check_params, ceiling="samples")
 def kde(
     t: Any,
     y: Any,

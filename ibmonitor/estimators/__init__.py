@@ -6,7 +6,7 @@ arrays or torch tensors (CPU or CUDA) that returns an
 
 >>> from ibmonitor import estimators
 >>> sorted(estimators.available())
-['binned', 'kde', 'knn', 'renyi']
+['binned', 'kde', 'knn', 'noisy', 'renyi']
 """
 
 from ._common import (
@@ -22,6 +22,7 @@ from ._common import (
 from .binning import binned
 from .kde import kde
 from .knn import knn
+from .noisy import noisy
 from .renyi import renyi
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "input_ids",
     "kde",
     "knn",
+    "noisy",
     "register",
     "renyi",
 ]

@@ -24,7 +24,7 @@ from ibmonitor import estimators
 from ibmonitor.estimators import input_ids
 
 FILES = [p.stem for p in reference_files()] or ["act_epoch8000"]
-SUBSET = {"kde": 512, "knn": 512, "renyi": 256}
+SUBSET = {"kde": 512, "knn": 512, "renyi": 256, "noisy": 1024}
 # Estimators other than binned are not exact plug-in quantities: kNN estimates
 # fluctuate around the truth and the KDE/Renyi I(T;Y) are differences of two
 # estimates, so their bounds hold up to this slack (bits).

@@ -1,8 +1,9 @@
 """A CNN on scikit-learn's digits with its convolutional layers monitored.
 
 Convolutional feature maps are pooled over space (``reduce="mean"``) so that
-each channel is one unit; the generalization gap is measured on the monitor's
-timeline. Run: python examples/cnn_digits.py [--epochs N] [--logdir DIR]
+each channel is one unit; the generalization gap, the layers' geometry (class
+separation, flattening, linear probe) and the filter pairing are measured on
+the monitor's timeline. Run: python examples/cnn_digits.py [--epochs N] [--logdir DIR]
 """
 
 import argparse
@@ -41,7 +42,7 @@ monitor = ibmonitor.InformationMonitor(
     total_epochs=args.epochs,
     sinks=[RunStore(overwrite=True), TensorBoard()],
     measures=MeasureSet(
-        ["gap", "norms"],
+        ["gap", "norms", "separation", "geometry", "pairing"],
         loss_fn=loss_fn,
         train_data=(images[train], labels[train]),
         test_data=(images[test], labels[test]),
@@ -60,3 +61,5 @@ with monitor:
 run = ibmonitor.load_run(args.logdir)
 print(run.information.groupby(["probe", "layer"])[["i_xt", "i_ty"]].last())
 print(run.scalars[run.scalars["name"].str.startswith("gap/")].tail(4))
+geometry = run.scalars[run.scalars["name"].str.startswith(("geometry/", "pairing/"))]
+print(geometry[geometry["epoch"] == geometry["epoch"].max()].to_string(index=False))

@@ -695,7 +695,7 @@ default="log"
             self._recorded.append(epoch)
         if self._is_writer:
             if meas:
-                values.update(self._compute_measures(epoch))
+                values.update(self._compute_measures(epoch, activations))
             if activations is not None:
                 values.update(self._saturation(activations))
                 self._sinks.emit("begin_epoch", epoch)
@@ -845,11 +845,23 @@ default="log"
                     out[schema.saturation_name(layer, probe)] = fraction
         return out
 
-    def _compute_measures(self, epoch: int) -> Dict[str, float]:
+    def _compute_measures(
+        self, epoch: int, activations: Optional[Activations]
+    ) -> Dict[str, float]:
         last = self.total_epochs is not None and epoch >= self.total_epochs - 1
+        labels = (
+            None
+            if activations is None
+            else {name: self._probes[name].labels for name in activations}
+        )
         try:
             values = self._measures.compute(
-                self._module, epoch, strict=self.strict, last=last
+                self._module,
+                epoch,
+                strict=self.strict,
+                last=last,
+                activations=activations,
+                labels=labels,
             )
         except Exception as exc:
             if self.strict:

@@ -195,6 +195,71 @@ def _other_scalars_figure(run: Any, name: str) -> Any:
     return fig
 
 
+def _geometry_figure(run: Any, name: str) -> Any:
+    """Draw the geometry scalars: one chart per quantity, one line per layer.
+
+    Quantities: separation, flattening, linear-probe accuracy and usable
+    information (``geometry/<layer>/<quantity>``), filter pairing
+    (``pairing/<layer>/<quantity>``). None when the run has none.
+    """
+    from plotly.subplots import make_subplots
+
+    from .schema import scalar_panel, use_log_epochs
+
+    scalars = getattr(run, "scalars", None)
+    if scalars is None or len(scalars) == 0:
+        return None
+    names = scalars["name"].astype(str)
+    frame = scalars[names.map(lambda n: scalar_panel(n).panel == "Geometry")]
+    frame = frame.dropna(subset=["value"])
+    if frame.empty:
+        return None
+    frame = frame.assign(
+        chart=frame["name"].map(lambda n: scalar_panel(str(n)).chart),
+        layer=frame["name"].map(lambda n: str(n).split("/", 1)[1].rsplit("/", 1)[0]),
+    )
+    charts = list(dict.fromkeys(frame["chart"]))
+    cols = 2 if len(charts) > 1 else 1
+    rows = (len(charts) + cols - 1) // cols
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[html.escape(c, quote=False) for c in charts],
+        vertical_spacing=0.12 if rows > 1 else 0.2,
+    )
+    config = run.config if isinstance(run.config, Mapping) else {}
+    log = use_log_epochs([config], frame["epoch"])
+    layers = list(dict.fromkeys(frame["layer"]))
+    palette = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+        "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    ]  # fmt: skip
+    for k, chart in enumerate(charts):
+        row, col = k // cols + 1, k % cols + 1
+        part = frame[frame["chart"] == chart]
+        for layer, group in part.groupby("layer", sort=False):
+            group = group.sort_values("epoch")
+            color = palette[layers.index(layer) % len(palette)]
+            fig.add_scatter(
+                x=group["epoch"],
+                y=group["value"],
+                mode="lines+markers",
+                name=html.escape(str(layer), quote=False),
+                legendgroup=str(layer),
+                showlegend=k == 0,
+                line={"color": color},
+                marker={"size": 5},
+                row=row,
+                col=col,
+            )
+        fig.update_xaxes(type="log" if log else "linear", row=row, col=col)
+    fig.update_layout(
+        title={"text": html.escape(f"Geometry of the layers: {name}", quote=False)},
+        height=300 * rows + 80,
+    )
+    return fig
+
+
 def _hessian_density_figure(run: Any, name: str) -> Any:
     """Draw the Hessian's eigenvalue density per measured epoch (None for none).
 
@@ -241,9 +306,7 @@ def _hessian_density_figure(run: Any, name: str) -> Any:
             )
         )
     fig.update_layout(
-        title={
-            "text": html.escape(f"Hessian eigenvalue density: {name}", quote=False)
-        },
+        title={"text": html.escape(f"Hessian eigenvalue density: {name}", quote=False)},
         xaxis_title="eigenvalue of the training loss's Hessian",
         yaxis_title="density (Gaussian-smoothed, σ = 1 % of the range)",
         yaxis_type="log",
@@ -399,6 +462,9 @@ def write_report(
         if note:
             parts.append(note)
         parts.append(figure(dashboard(_Named(run, name))))
+        geometry = _geometry_figure(run, name)
+        if geometry is not None:
+            parts.append(figure(geometry))
         spectrum = _hessian_density_figure(run, name)
         if spectrum is not None:
             parts.append(figure(spectrum))

@@ -122,7 +122,25 @@ class ScalarPanel(NamedTuple):
 
 
 #: Panels of the dashboard, the report and TensorBoard, in display order.
-PANELS = ("Loss", "Accuracy", "Sharpness", "Norms", "Saturation", "Other")
+PANELS = (
+    "Loss",
+    "Accuracy",
+    "Sharpness",
+    "Norms",
+    "Saturation",
+    "Geometry",
+    "Other",
+)
+#: Charts of the "Geometry" panel, by the last part of the scalar's name.
+_GEOMETRY_CHARTS = {
+    "separation": "class separation (Fisher ratio)",
+    "flattening": "flattening (geodesic / Euclidean)",
+    "probe_accuracy": "linear probe accuracy",
+    "usable_information": "usable information (bits)",
+    "mean_mu": "filter pairing: mean mu",
+    "median_mu": "filter pairing: median mu",
+    "frac_below": "filter pairing: fraction paired",
+}
 _SHARPNESS_PREFIXES = (
     "sharpness/",
     "hessian/",
@@ -162,6 +180,8 @@ def scalar_panel(name: str) -> ScalarPanel:
         return ScalarPanel("Norms", f"{leaf} norm")
     if name.startswith("saturation/"):
         return ScalarPanel("Saturation", "saturated fraction")
+    if name.startswith(("geometry/", "pairing/")):
+        return ScalarPanel("Geometry", _GEOMETRY_CHARTS.get(leaf, leaf))
     if name == "gap/loss":
         return ScalarPanel("Loss", "generalization gap")
     if name == "gap/acc":

@@ -161,6 +161,7 @@ def write_monitor_run(path: Path) -> None:
     from torch import nn
 
     from ibmonitor.exceptions import EstimationWarning
+    from ibmonitor.measures import MeasureSet
     from ibmonitor.monitor import InformationMonitor
 
     torch.manual_seed(0)
@@ -182,6 +183,12 @@ def write_monitor_run(path: Path) -> None:
             TensorBoard(images="log"),  # on the 1st and 2nd recorded epoch, at close
         ],
         overhead_budget=None,
+        measures=MeasureSet(
+            ["separation", "geometry", "pairing"],
+            loss_fn=nn.functional.cross_entropy,
+            train_data=(x, y),
+            schedule=1,
+        ),
     )
     with monitor, warnings.catch_warnings():
         # 64 distinct inputs: binning warns that I(X;T) is pinned at 6 bits.
@@ -666,6 +673,13 @@ def test_tensorboard_lists_the_plugin_and_serves_its_routes(
         assert all(s["epochs"] == [0, 1, 2] for s in info["series"])
         images = json.loads(_fetch(tensorboard_url + "/data/plugin/images/tags"))
         assert "information_plane/binned" in images["monitor_run"]
+        # issue 13: the geometry measures in their own panel
+        geometry = json.loads(_fetch(base + "/scalars?run=monitor_run"))["panels"][
+            "Geometry"
+        ]
+        assert "geometry/1/probe_accuracy" in geometry
+        assert "pairing/0/mean_mu" in geometry
+        assert geometry["geometry/3/separation"]["epochs"] == [0, 1, 2]
 
 
 def _browser_or_skip() -> str:
@@ -820,6 +834,23 @@ def test_information_plane_tab_in_headless_chromium(
             assert bars["up"] == pytest.approx(0.3)
             assert bars["down"] == pytest.approx(0.05)
             assert bars["shapes"] == [["baseline", pytest.approx(0.04)]]
+
+            # issue 13: the monitor run's geometry panel is shown and drawn
+            if "monitor_run" in runs:
+                frame.locator("#ibm-run").select_option("monitor_run")
+                frame.wait_for_function(
+                    "() => { const b = document.getElementById('ibm-geometry-box');"
+                    " const p = b && b.querySelector('.ibm-plot');"
+                    " return b && !b.hidden && p.data && p.data.length > 0; }",
+                    timeout=30_000,
+                )
+                tags = frame.evaluate(
+                    "[...document.getElementById('ibm-geometry-box')"
+                    ".querySelector('.ibm-plot').data].map(t => t.name)"
+                )
+                assert "geometry/1/probe_accuracy" in tags
+                assert "pairing/0/mean_mu" in tags
+                page.screenshot(path=str(shots / "geometry_panel.png"))
         finally:
             browser.close()
     assert not outside, f"requests left 127.0.0.1: {outside[:5]}"

@@ -28,6 +28,7 @@ schedule).
 from .._state import ModelSnapshot, preserve_state
 from ._data import OperationCounts, counting
 from .generalization import GeneralizationGap, generalization_gap
+from .geometry import geometry_name
 from .hessian import (
     DENSITY_PREFIX,
     HessianEigenvalues,
@@ -73,6 +74,7 @@ __all__ = [
     "density_from_scalars",
     "expected_sharpness",
     "generalization_gap",
+    "geometry_name",
     "get_measure",
     "hessian_eigenvalues",
     "hessian_spectral_density",

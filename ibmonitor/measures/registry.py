@@ -105,6 +105,12 @@ class MeasureContext:
         that takes an ``output_key`` option and was not given one.
     label_key : str, optional
         Key of the targets in dict batches; given like ``output_key``.
+    activations : dict, optional
+        On an epoch the monitor recorded: ``{probe: {layer: Tensor of shape
+        (n_samples, n_units)}}``, the activations just recorded (the geometry
+        measures read them); None otherwise.
+    labels : dict, optional
+        ``{probe: Tensor of shape (n_samples,)}``, with ``activations``.
     """
 
     model: nn.Module
@@ -114,6 +120,8 @@ class MeasureContext:
     init: Union[Mapping[str, torch.Tensor], nn.Module, None] = None
     output_key: OutputKey = None
     label_key: Optional[str] = None
+    activations: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None
+    labels: Optional[Mapping[str, torch.Tensor]] = None
 
 
 def _keyword_names(func: Callable[..., Any], *, skip_first: bool) -> Optional[set]:

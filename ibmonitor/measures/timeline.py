@@ -406,6 +406,8 @@ class MeasureSet:
         *,
         strict: bool = False,
         last: bool = False,
+        activations: Optional[Mapping[str, Mapping[str, torch.Tensor]]] = None,
+        labels: Optional[Mapping[str, torch.Tensor]] = None,
     ) -> Dict[str, float]:
         """Compute the measures due at this call; return flat float scalars.
 
@@ -425,6 +427,10 @@ class MeasureSet:
             the measure and the epoch), leave it out and keep the others.
         last : bool, default=False
             The last epoch of the run: run the expensive measures too.
+        activations, labels : dict, optional
+            The epoch's recorded activations ``{probe: {layer: Tensor}}`` and
+            probe labels ``{probe: Tensor}``, for the measures that read them
+            (``separation``, ``geometry``); they return nothing without.
 
         Returns
         -------
@@ -454,6 +460,8 @@ class MeasureSet:
             self._init,
             self.output_key,
             self.label_key,
+            activations,
+            labels,
         )
         with preserve_state(model):
             return _run(

@@ -47,8 +47,13 @@ def test_measure_costs_classify_every_measure():
         "sharpness",
         "expected_sharpness",
         "pac_bayes",
+        "hessian_density",
+        "separation",
+        "geometry",
+        "pairing",
     }
-    assert {n for n in names if get_measure(n).cost == "cheap"} == {"gap", "norms"}
+    cheap = {n for n in names if get_measure(n).cost == "cheap"}
+    assert cheap == {"gap", "norms", "separation", "pairing"}
     assert all(measure_cost(n) == get_measure(n).cost for n in names)
     assert measure_cost("hessian") == "expensive"
 
@@ -97,8 +102,18 @@ def test_compute_measures_keys_and_values_match_functions(problem):
         "norms/total/log_spectral_sum",
         "norms/total/path",
         "norms/total/n_params",
+        # filter pairing of the two Linear layers (the geometry measures that
+        # read recorded activations give nothing here)
+        "pairing/0/mean_mu",
+        "pairing/0/median_mu",
+        "pairing/0/frac_below",
+        "pairing/2/mean_mu",
+        "pairing/2/median_mu",
+        "pairing/2/frac_below",
     }
-    assert set(values) == expected_keys
+    density = {k for k in values if k.startswith("hessian_density/")}
+    assert density and len(density) % 2 == 0
+    assert set(values) - density == expected_keys
     gap = generalization_gap(model, loss_fn, train, test)
     assert values["gap/loss"] == gap.loss_gap
     assert values["gap/acc"] == gap.acc_gap

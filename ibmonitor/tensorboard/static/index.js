@@ -20,6 +20,9 @@ const PANELS = [
   {key: 'Norms', id: 'norms', title: 'Norms', yTitle: 'norm'},
   {key: 'Saturation', id: 'saturation', title: 'Saturated units (tanh, sigmoid)',
     yTitle: 'fraction'},
+  {key: 'Geometry', id: 'geometry',
+    title: 'Geometry: separation, flattening, linear probe, filter pairing',
+    yTitle: 'value'},
   {key: 'Other', id: 'other', title: 'Other scalars', yTitle: 'value'},
 ];
 

@@ -33,12 +33,14 @@ from typing import (
 import numpy as np
 import pandas as pd
 
+from .aggregate import aggregate_seeds
 from .exceptions import EstimationWarning, InvalidParameterError
 from .schema import INFORMATION_COLUMNS, information_records, information_wide
 from .storage import RUN_FILE, Run, Runs, RunWriter, load_run, load_runs
 from .storage.files import jsonable
 
 __all__ = [
+    "aggregate_seeds",
     "compression_table",
     "estimate_from_activations",
     "sensitivity",

@@ -153,6 +153,14 @@ default="log"
         ``attention_mask`` of the probe keeps) and flattens convolutional
         maps; ``"mean"``/``"max"`` pool tokens or spatial axes; ``"first"``
         takes the first token; ``"flatten"`` flattens everything.
+    recording_noise : float, optional
+        Make the recording pass a *noisy network* (Goldfeld et al. 2019): add
+        Gaussian noise of this standard deviation to the output of every
+        recorded layer, so that later layers see ``S + Z`` while each layer's
+        clean output ``S`` is recorded (:func:`ibmonitor.noise.inject_noise`,
+        seeded per epoch from ``seed``). Only the recording pass: training,
+        the measures and the model's RNG are untouched. Pair it with the
+        ``noisy`` estimator and the same ``noise_std``.
     output_key : None, int or str, default=None
         Which element of the model's output is the output (``"output"``
         layer): ``None`` takes a tensor as is and a mapping's or Hugging Face
@@ -240,6 +248,7 @@ default="log"
         measures: Any = None,
         batch_size: int = 256,
         reduce: str = "auto",
+        recording_noise: Optional[float] = None,
         output_key: OutputKey = None,
         label_key: Optional[str] = None,
         device: Union[str, torch.device, None] = "cpu",
@@ -258,6 +267,15 @@ default="log"
             )
         check_param(batch_size, "batch_size", owner, kind="int", low=1)
         check_param(reduce, "reduce", owner, kind="option", options=REDUCE_OPTIONS)
+        if recording_noise is not None:
+            check_param(
+                recording_noise,
+                "recording_noise",
+                owner,
+                kind="real",
+                low=0.0,
+                low_closed=False,
+            )
         if overhead_budget is not None:
             check_param(
                 overhead_budget, "overhead_budget", owner, low=0.0, low_closed=False
@@ -266,6 +284,7 @@ default="log"
             check_param(total_epochs, "total_epochs", owner, kind="int", low=1)
         if seed is not None:
             check_param(seed, "seed", owner, kind="int")
+        self._seed = seed
         if measures is not None:
             from .measures import MeasureSet
 
@@ -282,6 +301,9 @@ default="log"
         self.verbose = bool(verbose)
         self.batch_size = int(batch_size)
         self.reduce = reduce
+        self.recording_noise = (
+            None if recording_noise is None else float(recording_noise)
+        )
         self.output_key = output_key
         self.total_epochs = None if total_epochs is None else int(total_epochs)
         self.overhead_budget = (
@@ -400,6 +422,7 @@ default="log"
             recording={
                 "batch_size": self.batch_size,
                 "reduce": self.reduce,
+                "recording_noise": self.recording_noise,
                 "output_key": self.output_key,
                 "skipped_layers": dict(self._selection.skipped),
                 "device": str(self._device),
@@ -772,15 +795,16 @@ default="log"
         for name, probe in self._probes.items():
             x = probe.shard(self._rank, self._world)
             if n_rows(x) > 0:
-                acts = record_activations(
-                    self._module,
-                    self._layers,
-                    x,
-                    batch_size=self.batch_size,
-                    reduce=self.reduce,
-                    device=self._device,
-                    output_key=self.output_key,
-                )
+                with self._recording_noise(epoch):
+                    acts = record_activations(
+                        self._module,
+                        self._layers,
+                        x,
+                        batch_size=self.batch_size,
+                        reduce=self.reduce,
+                        device=self._device,
+                        output_key=self.output_key,
+                    )
             else:
                 acts = self._empty_activations()
             if self._world > 1:
@@ -794,6 +818,16 @@ default="log"
         if not self._is_writer:
             return None, {}
         return result, bad
+
+    def _recording_noise(self, epoch: int) -> Any:
+        """Return the noise of a noisy-network recording pass (a no-op without)."""
+        if self.recording_noise is None:
+            return contextlib.nullcontext()
+        from .noise import inject_noise
+
+        entropy = [abs(self._seed or 0), epoch, self._rank]
+        seed = int(np.random.SeedSequence(entropy).generate_state(1)[0]) % 2**31
+        return inject_noise(self._module, self._layers, self.recording_noise, seed=seed)
 
     def _non_finite_layers(
         self, epoch: int, probe: str, acts: Mapping[str, torch.Tensor]

@@ -11,7 +11,7 @@ watches it with two monitors at the same log-spaced epochs:
   ``--noise-std`` added at the measured layer only, ``T = S + Z``;
 * ``noisy-network``: Goldfeld et al.'s noisy network, the same noise injected
   into *every* hidden tanh layer during the recording pass only
-  (:func:`ibmonitor.noise.inject_noise`, never during training), so that the
+  (the monitor's ``recording_noise``, never during training), so that the
   noise of one layer propagates through the later ones; the probe is a
   random subset of ``--probe-inputs`` inputs, each fed ``--repeats`` times, so
   that the rows of one input are samples of the layer given that input.
@@ -98,7 +98,6 @@ def train(
 
     from ibmonitor import InformationMonitor, datasets, zoo
     from ibmonitor.measures import generalization_gap
-    from ibmonitor.noise import inject_noise
     from ibmonitor.sinks import RunStore, TensorBoard
 
     x_np, y_np = datasets.twelve_bit()
@@ -118,7 +117,9 @@ def train(
     rows = np.repeat(chosen, repeats)
     paths = (outdir / "deterministic", outdir / "noisy-network")
 
-    def monitor(logdir: Path, inputs, labels, estimators) -> InformationMonitor:
+    def monitor(
+        logdir: Path, inputs, labels, estimators, noise=None
+    ) -> InformationMonitor:
         return InformationMonitor(
             model,
             inputs=inputs,
@@ -131,12 +132,15 @@ def train(
             seed=seed,
             batch_size=len(labels),
             overhead_budget=None,
+            recording_noise=noise,
             config={"noise_std": noise_std, "probe_inputs": probe_inputs},
         )
 
     noisy_spec = {"noisy": {"noise_std": noise_std}}
     plain = monitor(paths[0], x, y, {"binned": BINNED, **noisy_spec})
-    noisy_net = monitor(paths[1], x[rows], y[rows], noisy_spec)
+    # The noisy network: noise in the recording pass only (the monitor's
+    # recording_noise), never during training.
+    noisy_net = monitor(paths[1], x[rows], y[rows], noisy_spec, noise=noise_std)
     train_x, train_y = x[train_idx], y[train_idx]
     with plain, noisy_net:
         for epoch in range(epochs):
@@ -158,12 +162,7 @@ def train(
                 )
                 scalars = {"train_acc": gap.train_acc, "test_acc": gap.test_acc}
             plain.on_epoch_end(epoch, **scalars)
-            if noisy_net.should_record(epoch):
-                # Noise in the recording pass only: the hooks live in this block.
-                with inject_noise(model, nn.Tanh, std=noise_std, seed=seed):
-                    noisy_net.on_epoch_end(epoch)
-            else:
-                noisy_net.on_epoch_end(epoch)
+            noisy_net.on_epoch_end(epoch)
     return paths
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -262,3 +263,73 @@ def _mixture_entropy_2d(means, cov, step=0.03):
         lg = lg - math.log(len(means)) - 0.5 * log_det
         total += float(-(np.exp(lg) * lg).sum())
     return total * step * step / math.log(2)
+
+
+# -- the monitor's recording_noise --------------------------------------------------
+
+
+def _noise_run(recording_noise, seed=0):
+    from ibmonitor import InformationMonitor
+    from ibmonitor.sinks import MemorySink
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3), nn.Tanh())
+    x = torch.randn(128, 4)
+    y = (x[:, 0] > 0).long()
+    seen = []
+    model[3].register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+    monitor = InformationMonitor(
+        model,
+        x,
+        y,
+        layers=["1", "3"],
+        estimators={"noisy": {"noise_std": 0.2}},
+        schedule=lambda e: True,
+        overhead_budget=None,
+        sinks=[MemorySink()],
+        recording_noise=recording_noise,
+        seed=seed,
+    )
+    before = [p.detach().clone() for p in model.parameters()]
+    state = torch.get_rng_state()
+    seen.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monitor.on_epoch_end(0)
+    after = [p.detach().clone() for p in model.parameters()]
+    info = monitor.information
+    monitor.close()
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert torch.equal(torch.get_rng_state(), state)
+    return info, seen, model, x
+
+
+def test_monitor_recording_noise_reaches_later_layers_only_while_recording():
+    clean_info, clean_seen, _, _ = _noise_run(None)
+    noisy_info, noisy_seen, _, _ = _noise_run(0.5)
+    # the tanh 3 input during recording: the clean tanh 1 output plus noise
+    # through Linear 2, so it differs; without the option it does not
+    assert not torch.allclose(noisy_seen[0], clean_seen[0])
+    diff = (noisy_seen[0] - clean_seen[0]).std()
+    assert 0.1 < float(diff) < 2.0
+    # the recorded first layer is clean in both (noise after its hooks)
+    layer1 = lambda info: info[info.layer == "1"].i_xt.item()  # noqa: E731
+    assert layer1(noisy_info) == pytest.approx(layer1(clean_info))
+    # the same seed gives the same noise, another seed another
+    again, _, _, _ = _noise_run(0.5)
+    other, _, _, _ = _noise_run(0.5, seed=1)
+    layer3 = lambda info: info[info.layer == "3"].i_xt.item()  # noqa: E731
+    assert layer3(again) == layer3(noisy_info)
+    assert layer3(other) != layer3(noisy_info)
+
+
+def test_monitor_recording_noise_is_checked():
+    from ibmonitor import InformationMonitor
+
+    with pytest.raises(InvalidParameterError, match="recording_noise"):
+        InformationMonitor(
+            nn.Linear(2, 2),
+            torch.zeros(4, 2),
+            torch.zeros(4).long(),
+            recording_noise=-1.0,
+        )

@@ -311,6 +311,7 @@ _LARGE = textwrap.dedent(
         "kde": lambda k: estimators.kde(tt[:k], yt[:k], noise_variance=1e-3,
                                          bound="both"),
         "knn": lambda k: estimators.knn(tt[:k], yt[:k], x=xt[:k], k=3),
+        "noisy": lambda k: estimators.noisy(tt[:k], yt[:k], noise_std=0.1),
     }}[name]
     cuda = {device!r}.startswith("cuda")
     with warnings.catch_warnings():
@@ -348,7 +349,8 @@ def bench_large(name: str, n: int, d: int, threads: int, device: str) -> Dict[st
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
-    row: Dict[str, Any] = {"workload": f"(c) n={n:,}, d={d}", "estimator": name}
+    part = "(d)" if name == "noisy" else "(c)"
+    row: Dict[str, Any] = {"workload": f"{part} n={n:,}, d={d}", "estimator": name}
     if proc.returncode != 0:
         row["error"] = (proc.stderr.strip().splitlines() or ["failed"])[-1]
         return row
@@ -427,8 +429,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="device of ibmonitor's tensors")
     parser.add_argument(
         "--parts",
-        default="abc",
-        help="workloads to run, e.g. 'ab' or 'c' (default abc)",
+        default="abcd",
+        help="workloads to run, e.g. 'ab' or 'c' (default abcd; d: noisy)",
     )
     parser.add_argument("--skip-large", action="store_true", help="same as --parts ab")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -471,6 +473,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         n = 5_000 if args.quick else 50_000
         for name in ("kde", "knn"):
             rows.append(bench_large(name, n, 64, args.threads, args.device))
+    if "d" in parts:  # Goldfeld's noisy estimator (default n_mc), a probe's size
+        for d in (12, 256):
+            rows.append(bench_large("noisy", 4096, d, args.threads, args.device))
     print()
     _print_table(rows)
     if args.json:

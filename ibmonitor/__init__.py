@@ -45,6 +45,10 @@ _LAZY = {
     "datasets": ("ibmonitor.datasets", None),
     "estimators": ("ibmonitor.estimators", None),
     "schedules": ("ibmonitor.schedules", None),
+    "analysis": ("ibmonitor.analysis", None),
+    "geometry": ("ibmonitor.geometry", None),
+    "explain": ("ibmonitor.explain", None),
+    "inject_noise": ("ibmonitor.noise", "inject_noise"),
 }
 
 __all__ = [
@@ -60,8 +64,12 @@ __all__ = [
     "RunStore",
     "TensorBoard",
     "__version__",
+    "analysis",
     "datasets",
     "estimators",
+    "explain",
+    "geometry",
+    "inject_noise",
     "load_run",
     "load_runs",
     "measures",

@@ -144,6 +144,11 @@ default="log"
     measures : :class:`~ibmonitor.measures.MeasureSet`, optional
         Measures (gap, Hessian, sharpness, ...) with their loss, data and
         schedule, written to the scalars.
+    explain : ExplainSet, optional
+        Explanations over training (:class:`ibmonitor.explain.ExplainSet`):
+        saliency maps, top-activating probe inputs, feature visualizations and
+        influence, computed at recorded epochs and written to every sink
+        (docs/explain.md). Nothing is computed without it.
     batch_size : int, default=256
         Batch size of the recording pass.
     reduce : {"auto", "flatten", "mean", "max", "first"}, default="auto"
@@ -246,6 +251,7 @@ default="log"
         logdir: Union[str, Path, None] = None,
         sinks: Optional[Sequence[Any]] = None,
         measures: Any = None,
+        explain: Any = None,
         batch_size: int = 256,
         reduce: str = "auto",
         recording_noise: Optional[float] = None,
@@ -345,6 +351,17 @@ default="log"
 
         self.schedule: PlannedSchedule = make_schedule(schedule, self.total_epochs)
         self._measures = measures
+        if explain is not None:
+            from .explain import ExplainSet
+
+            if not isinstance(explain, ExplainSet):
+                raise InvalidParameterError(
+                    f"The 'explain' parameter of {owner} must be an "
+                    f"ibmonitor.explain.ExplainSet or None. Got "
+                    f"{type(explain).__name__} instead."
+                )
+            explain.bind(self.total_epochs)
+        self._explain = explain
         if measures is not None:
             measures.bind(self._module, total_epochs=self.total_epochs)
 
@@ -430,6 +447,7 @@ default="log"
                 "world_size": self._world,
             },
             measures=None if self._measures is None else self._measures.describe(),
+            explain=None if self._explain is None else self._explain.describe(),
             sinks=[s.describe() for s in sinks],
             overhead_budget=self.overhead_budget,
             seed=seed,
@@ -723,6 +741,8 @@ default="log"
                 values.update(self._saturation(activations))
                 self._sinks.emit("begin_epoch", epoch)
             self._sinks.emit("write_scalars", epoch, values, recorded=info)
+            if info and self._explain is not None:
+                self._explanations(epoch)
             if activations is not None:
                 if self._executor.background:
                     self._spool(epoch, activations)
@@ -905,6 +925,23 @@ default="log"
         for name, exc in self._measures.last_errors:  # warned by the measure set
             self._policy.record(epoch, f"measure {name!r}", exc)
         return values
+
+    def _explanations(self, epoch: int) -> None:
+        """Compute the epoch's explanations and send them to the sinks."""
+        first = next(iter(self._probes.values()))
+        try:
+            arrays = self._explain.compute(
+                self._module,
+                epoch,
+                probe_inputs=first.inputs,
+                output_key=self.output_key,
+            )
+        except Exception as exc:
+            if self.strict:
+                raise
+            self._policy.report(epoch, "explanations", exc)
+            return
+        self._sinks.emit("write_explanations", epoch, arrays)
 
     # ----------------------------------------------------------- estimation
     def _arrays(

@@ -195,6 +195,127 @@ def _other_scalars_figure(run: Any, name: str) -> Any:
     return fig
 
 
+def _table_html(frame: Any) -> str:
+    """Return a small escaped HTML table of a DataFrame."""
+    return (
+        '<div class="table-wrap">'
+        + frame.to_html(
+            index=False,
+            escape=True,
+            na_rep="",
+            border=0,
+            classes="summary",
+            float_format=lambda v: f"{v:.4g}",
+        )
+        + "</div>"
+    )
+
+
+def _saliency_strip(run: Any, name: str) -> Any:
+    """Draw each explained input's |saliency| over the explained epochs.
+
+    Images (inputs with two spatial dimensions): a grid, one row per input
+    (at most 8) and one column per epoch (at most 10, spread over the run),
+    channels reduced by their largest absolute value, each map scaled on its
+    own. Other inputs: one heatmap, epochs against input features, of the
+    mean |gradient| over the explained inputs. None without saliency.
+    """
+    import numpy as np
+    from plotly.subplots import make_subplots
+
+    epochs = [e for e in run.explanation_epochs if "saliency" in run.explanations(e)]
+    if not epochs:
+        return None
+    if len(epochs) > 10:
+        picks = np.unique(np.linspace(0, len(epochs) - 1, 10).round().astype(int))
+        epochs = [epochs[i] for i in picks]
+    maps = {e: np.abs(run.explanations(e)["saliency"]) for e in epochs}
+    first = maps[epochs[0]]
+    image = first.ndim == 3 or (first.ndim == 4 and first.shape[1] in (1, 3, 4))
+    if not image:
+        z = np.stack([m.reshape(len(m), -1).mean(axis=0) for m in maps.values()])
+        fig = make_subplots(rows=1, cols=1)
+        fig.add_heatmap(z=z, y=[str(e) for e in epochs], colorscale="Viridis")
+        fig.update_xaxes(title_text="input feature")
+        fig.update_yaxes(title_text="epoch", type="category")
+        height = 140 + 22 * len(epochs)
+    else:
+        rows = min(len(first), 8)
+        fig = make_subplots(
+            rows=rows,
+            cols=len(epochs),
+            column_titles=[f"epoch {e}" for e in epochs],
+            horizontal_spacing=0.01,
+            vertical_spacing=0.01,
+        )
+        for col, epoch in enumerate(epochs, start=1):
+            m = maps[epoch]
+            if m.ndim == 4:
+                m = m.max(axis=1)
+            for row in range(1, rows + 1):
+                tile = m[row - 1]
+                span = tile.max() - tile.min()
+                tile = (tile - tile.min()) / (span if span > 0 else 1.0)
+                fig.add_heatmap(
+                    z=tile[::-1],
+                    colorscale="Viridis",
+                    showscale=False,
+                    row=row,
+                    col=col,
+                )
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False, scaleanchor="x")
+        height = 110 + 80 * rows
+    fig.update_layout(
+        title={
+            "text": html.escape(f"Saliency |d score / d input|: {name}", quote=False)
+        },
+        height=height,
+    )
+    return fig
+
+
+def _explanations_html(run: Any, name: str, figure: Any) -> str:
+    """Return the report's explanations of a run: saliency strip and tables."""
+    if not getattr(run, "explanation_epochs", None):
+        return ""
+    parts = ["<h3>What the network looks at (docs/explain.md)</h3>"]
+    strip = _saliency_strip(run, name)
+    if strip is not None:
+        parts.append(figure(strip))
+    top = run.top_activations
+    if len(top):
+        last = top[top["epoch"] == top["epoch"].max()]
+        last = last[last["unit"] < 8]
+        parts.append(
+            f'<p class="meta">Top-activating probe inputs at epoch '
+            f"{int(last['epoch'].max())} (units 0-7; index into the probe set; "
+            "all units and epochs: <code>Run.top_activations</code>).</p>"
+        )
+        parts.append(_table_html(last.head(80)))
+    influence = run.influence
+    if len(influence):
+        last = influence[influence["epoch"] == influence["epoch"].max()]
+        ranked = last.sort_values("influence")
+        import pandas as pd
+
+        shown = pd.concat(
+            [
+                pd.concat([g.head(3), g.tail(3)]).drop_duplicates()
+                for _, g in ranked.groupby("test_index", sort=True)
+            ],
+            ignore_index=True,
+        )
+        parts.append(
+            f'<p class="meta">Influence at epoch {int(last["epoch"].max())}: '
+            "predicted change of each test loss when a training point is removed "
+            "(positive: the point helped), the 3 most harmful and most helpful "
+            "points per test point (<code>Run.influence</code>).</p>"
+        )
+        parts.append(_table_html(shown))
+    return "\n".join(parts)
+
+
 def _geometry_figure(run: Any, name: str) -> Any:
     """Draw the geometry scalars: one chart per quantity, one line per layer.
 
@@ -462,6 +583,9 @@ def write_report(
         if note:
             parts.append(note)
         parts.append(figure(dashboard(_Named(run, name))))
+        explained = _explanations_html(run, name, figure)
+        if explained:
+            parts.append(explained)
         geometry = _geometry_figure(run, name)
         if geometry is not None:
             parts.append(figure(geometry))

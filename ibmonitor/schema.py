@@ -104,6 +104,7 @@ RUN_KEYS = (
     "total_epochs",
     "recording",
     "measures",
+    "explain",
     "sinks",
     "overhead",
     "skipped_epochs",
@@ -408,6 +409,7 @@ def build_run_config(
     total_epochs: Optional[int],
     recording: Mapping[str, Any],
     measures: Optional[Mapping[str, Any]] = None,
+    explain: Optional[Mapping[str, Any]] = None,
     sinks: Sequence[str] = (),
     overhead_budget: Optional[float] = None,
     seed: Optional[int] = None,
@@ -438,6 +440,8 @@ def build_run_config(
         Options of the recording pass (batch size, reduce, device, ...).
     measures : dict, optional
         The measure set's description (names, options, schedule).
+    explain : dict, optional
+        The explain set's description (:class:`ibmonitor.explain.ExplainSet`).
     sinks : list of str
         Names of the sinks the run is written to.
     overhead_budget : float, optional
@@ -462,6 +466,7 @@ def build_run_config(
         "total_epochs": total_epochs,
         "recording": dict(recording),
         "measures": None if measures is None else dict(measures),
+        "explain": None if explain is None else dict(explain),
         "sinks": list(sinks),
         "overhead": {"budget": overhead_budget, "skipped": []},
         "skipped_epochs": [],

@@ -212,7 +212,7 @@ class ExplainSet:
                     "top_inputs= or use it inside a monitor (its first probe set)."
                 )
             table = top_activations(model, layer, searched, k=k, output_key=output_key)
-            name = f"top/{encode_name(layer, what='layer name')}"
+            name = f"top/{encode_name(layer, what='layer name', probe=True)}"
             out[name] = table[["unit", "rank", "index", "activation"]].to_numpy(
                 dtype=np.float64
             )
@@ -224,15 +224,20 @@ class ExplainSet:
                 out[name + "/inputs"] = _as_numpy(picked).astype(np.float32)
         if self._costly_due(epoch):
             for layer, units in self.features.items():
-                images = feature_visualization(
-                    model,
-                    layer,
-                    units,
-                    shape=tuple(x.shape[1:]),
-                    steps=self.fv_steps,
-                    output_key=output_key,
+                images = torch.stack(
+                    [
+                        feature_visualization(
+                            model,
+                            layer,
+                            unit,
+                            shape=tuple(x.shape[1:]),
+                            steps=self.fv_steps,
+                            output_key=output_key,
+                        ).cpu()
+                        for unit in units
+                    ]
                 )
-                name = f"features/{encode_name(layer, what='layer name')}"
+                name = f"features/{encode_name(layer, what='layer name', probe=True)}"
                 out[name] = _as_numpy(images).astype(np.float32)
                 out[name + "/units"] = np.asarray(units, dtype=np.int64)
             if self.influence is not None:

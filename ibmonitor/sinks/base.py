@@ -96,6 +96,12 @@ class Sink:
         as :meth:`write_activations`.
         """
 
+    def write_explanations(self, epoch: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write one recorded epoch's explanations (named arrays).
+
+        See :meth:`ibmonitor.explain.ExplainSet.compute` for the names.
+        """
+
     def end_epoch(self, epoch: int) -> None:
         """Mark every write of a recorded epoch sent; drop what was spooled."""
 

@@ -176,6 +176,11 @@ class RunStore(Sink):
             self._failed.add(epoch)
             raise
 
+    def write_explanations(self, epoch: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Save the epoch's explanations (``explanations/epoch_XXXXXX.npz``)."""
+        if arrays:
+            self.writer.save_explanations(epoch, arrays)
+
     def update_config(self, **keys: Any) -> None:
         """Rewrite run.json with ``keys`` (atomically)."""
         if self.writer is not None and not self.writer.closed:

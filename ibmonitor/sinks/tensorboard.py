@@ -107,6 +107,30 @@ class TensorBoard(Sink):
             for layer, t in acts.items():
                 self.writer.write_activations(epoch, layer, t, probe=probe)
 
+    def write_explanations(self, epoch: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Draw image-like explanations as image grids (one slider step per epoch).
+
+        ``explain/saliency`` (one row per input: the input's |gradient|),
+        ``explain/top/<layer>`` (one row per unit, its top inputs) and
+        ``explain/features/<layer>`` (one row per unit). Inputs that are not
+        images (fewer than two spatial dimensions) are stored by the run
+        store only.
+        """
+        from ..storage.files import decode_name
+
+        for key, array in arrays.items():
+            a = np.asarray(array)
+            if key == "saliency":
+                self.writer.write_image_grid(epoch, "explain/saliency", a[:, None])
+            elif key.startswith("top/") and key.endswith("/inputs"):
+                layer = decode_name(key[len("top/") : -len("/inputs")])
+                self.writer.write_image_grid(epoch, f"explain/top/{layer}", a)
+            elif key.startswith("features/") and not key.endswith("/units"):
+                layer = decode_name(key[len("features/") :])
+                self.writer.write_image_grid(
+                    epoch, f"explain/features/{layer}", a[:, None]
+                )
+
     def close(self, status: str) -> None:
         """Draw the final plane (when not drawn yet) and close the event file."""
         if self.writer is None:

@@ -62,6 +62,7 @@ __all__ = [
     "ACTIVATIONS_DIR",
     "EPOCHS_FILE",
     "EPOCH_FILE",
+    "EXPLANATIONS_DIR",
     "INFORMATION_FILE",
     "INPUTS_KEY",
     "LABELS_KEY",
@@ -110,6 +111,9 @@ EPOCHS_FILE = "epochs.csv"
 #: Activations of recorded epochs not yet estimated (a background worker's
 #: queue, spooled so that a killed process loses none of them).
 PENDING_DIR = "pending"
+#: Explanations of recorded epochs (saliency, top activations, ...; see
+#: :class:`ibmonitor.explain.ExplainSet`).
+EXPLANATIONS_DIR = "explanations"
 #: The lock file of the run's writer (holds its ``{"pid", "host"}`` as JSON).
 LOCK_FILE = ".lock"
 #: Key suffix of a probe's labels and flattened inputs in an activations archive.
@@ -426,8 +430,9 @@ def remove_stale_temporaries(path: Path) -> List[Path]:
 
     Only the run store's own patterns: ``.run.json.tmp-*`` and
     ``.<table>.csv.tmp-*`` in ``path`` and ``.epoch_XXXXXX.npz.tmp-*`` in its
-    activations and pending folders (unless a folder is a link). Call it only
-    while holding the run's :class:`RunLock`, so no live write owns them.
+    activations, pending and explanations folders (unless a folder is a
+    link). Call it only while holding the run's :class:`RunLock`, so no live
+    write owns them.
 
     Returns
     -------
@@ -439,7 +444,7 @@ def remove_stale_temporaries(path: Path) -> List[Path]:
         for p in path.glob(f".{name}{TMP_MARK}*")
         if p.name.startswith(f".{name}{TMP_MARK}")
     ]
-    folders = [path / ACTIVATIONS_DIR, path / PENDING_DIR]
+    folders = [path / ACTIVATIONS_DIR, path / PENDING_DIR, path / EXPLANATIONS_DIR]
     for folder in folders:
         if folder.is_dir() and not folder.is_symlink():
             candidates += [

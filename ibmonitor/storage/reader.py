@@ -39,6 +39,7 @@ from ..exceptions import InvalidParameterError
 from ..schema import INFORMATION_COLUMNS, SCALARS_COLUMNS, information_wide
 from .files import (
     ACTIVATIONS_DIR,
+    EXPLANATIONS_DIR,
     INFORMATION_FILE,
     INPUTS_KEY,
     LABELS_KEY,
@@ -471,6 +472,86 @@ class Run:
     def activation_epochs(self) -> List[int]:
         """Epochs with stored activations, sorted."""
         return activation_epochs(self.path)
+
+    @property
+    def explanation_epochs(self) -> List[int]:
+        """Epochs with stored explanations (:class:`ibmonitor.explain.ExplainSet`)."""
+        return activation_epochs(self.path, EXPLANATIONS_DIR)
+
+    def explanations(self, epoch: int) -> Dict[str, np.ndarray]:
+        """Return one epoch's stored explanations as named arrays.
+
+        Names as in :meth:`ibmonitor.explain.ExplainSet.compute`:
+        ``"saliency"`` (shaped like the explained inputs), ``"saliency_target"``,
+        ``"top/<layer>"`` (rows ``unit, rank, index, activation``),
+        ``"top/<layer>/inputs"``, ``"features/<layer>"``,
+        ``"features/<layer>/units"`` and ``"influence"`` (rows ``test_index,
+        train_index, influence``).
+
+        Raises
+        ------
+        InvalidParameterError
+            No explanations at ``epoch`` (the message lists those stored).
+        ValueError
+            The file is unreadable (names the file and epoch).
+        """
+        epoch = check_epoch(epoch, where="Run.explanations")
+        file = self.path / EXPLANATIONS_DIR / npz_name(epoch)
+        if not file.is_file():
+            raise InvalidParameterError(
+                f"The run {self.name!r} has no stored explanations at epoch {epoch}. "
+                f"Epochs with explanations: {self.explanation_epochs}."
+            )
+        warn_if_link(file, stacklevel=3)
+        where = f"{str(file)!r} (explanations of epoch {epoch})"
+        try:
+            _check_npz_sizes(file, MAX_ARRAY_BYTES, where)
+            with np.load(file, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise ValueError(f"Cannot read {where}: {exc}") from exc
+
+    def _explanation_table(self, prefix: str, columns: Sequence[str]) -> pd.DataFrame:
+        frames = []
+        for epoch in self.explanation_epochs:
+            for key, array in self.explanations(epoch).items():
+                if key == prefix or (
+                    key.startswith(prefix + "/") and key.count("/") == 1
+                ):
+                    frame = pd.DataFrame(np.asarray(array), columns=list(columns))
+                    frame.insert(0, "epoch", epoch)
+                    if key != prefix:
+                        frame.insert(0, "layer", decode_name(key.split("/", 1)[1]))
+                    frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["epoch", *columns])
+        out = pd.concat(frames, ignore_index=True)
+        for col in ("unit", "rank", "index", "test_index", "train_index"):
+            if col in out:
+                out[col] = out[col].astype("int64")
+        return out
+
+    @property
+    def top_activations(self) -> pd.DataFrame:
+        """The stored top-activating probe inputs of every unit, over epochs.
+
+        Columns ``layer, epoch, unit, rank, index, activation`` (``index`` into
+        the probe set searched; ``activation`` pooled over space for conv
+        layers). Empty when the run stored none.
+        """
+        return self._explanation_table("top", ("unit", "rank", "index", "activation"))
+
+    @property
+    def influence(self) -> pd.DataFrame:
+        """The stored influence of training points, over epochs.
+
+        Columns ``epoch, test_index, train_index, influence`` (the predicted
+        change of the test loss when the training point is removed; see
+        :func:`ibmonitor.explain.influence`). Empty when the run stored none.
+        """
+        return self._explanation_table(
+            "influence", ("test_index", "train_index", "influence")
+        )
 
     def _arrays(
         self, epoch: int, max_bytes: Optional[int] = None

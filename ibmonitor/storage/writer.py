@@ -37,6 +37,7 @@ from .files import (
     ACTIVATIONS_DIR,
     EPOCH_FILE,
     EPOCHS_FILE,
+    EXPLANATIONS_DIR,
     INFORMATION_FILE,
     INPUTS_KEY,
     LABELS_KEY,
@@ -188,7 +189,7 @@ def _own_files(path: Path) -> List[Path]:
     found += [
         p for p in path.glob(f".*{TMP_MARK}*") if p.name.split(TMP_MARK)[0][1:] in names
     ]
-    for folder in (path / ACTIVATIONS_DIR, path / PENDING_DIR):
+    for folder in (path / ACTIVATIONS_DIR, path / PENDING_DIR, path / EXPLANATIONS_DIR):
         if folder.is_dir() and not folder.is_symlink():
             for p in folder.iterdir():
                 name = p.name
@@ -378,7 +379,11 @@ class RunWriter:
         if overwrite:
             for p in existing:
                 p.unlink()
-            for folder in (self.path / ACTIVATIONS_DIR, self.path / PENDING_DIR):
+            for folder in (
+                self.path / ACTIVATIONS_DIR,
+                self.path / PENDING_DIR,
+                self.path / EXPLANATIONS_DIR,
+            ):
                 if (
                     folder.is_dir()
                     and not folder.is_symlink()
@@ -801,6 +806,40 @@ class RunWriter:
             refuse_link(target)
             atomic_write(target, lambda fh: np.savez(fh, **arrays))
             self._seen(epoch)
+        return target
+
+    def save_explanations(self, epoch: int, arrays: Mapping[str, Any]) -> Path:
+        """Store one epoch's explanations as ``explanations/epoch_XXXXXX.npz``.
+
+        Written atomically, like :meth:`save_activations`.
+
+        Parameters
+        ----------
+        epoch : int
+        arrays : dict of str to array
+            Named arrays (see :meth:`ibmonitor.explain.ExplainSet.compute`);
+            names are kept as they are (they are npz keys, never file names).
+
+        Returns
+        -------
+        path : Path
+        """
+        epoch = check_epoch(epoch, where="RunWriter.save_explanations")
+        stored = {
+            str(k): _as_numpy(v, what=f"The explanation {k!r}")
+            for k, v in dict(arrays).items()
+        }
+        with self._lock:
+            self._check_open()
+            folder = self.path / EXPLANATIONS_DIR
+            refuse_link(folder)
+            created = not folder.exists()
+            folder.mkdir(exist_ok=True)
+            if created:
+                fsync_dir(self.path)
+            target = folder / npz_name(epoch)
+            refuse_link(target)
+            atomic_write(target, lambda fh: np.savez(fh, **stored))
         return target
 
     # -- the epoch journal and the spool ------------------------------------

@@ -70,14 +70,15 @@ WIDE_COLUMNS = (*INFORMATION_KEYS, "i_xt", "i_ty")
 #: Columns of the scalars table (``scalars.csv``).
 SCALARS_COLUMNS = ("epoch", "name", "value")
 #: Columns of the information table that estimators add when asked
-#: (``bootstrap=B``, ``baseline=True``): the interval of each coordinate and
-#: the permutation baseline of I(T;Y), in bits.
+#: (``bootstrap=B``, ``baseline=True``): the interval of each coordinate,
+#: the permutation baseline of I(T;Y) and the ceiling of I(X;T), in bits.
 UNCERTAINTY_COLUMNS = (
     "i_xt_low",
     "i_xt_high",
     "i_ty_low",
     "i_ty_high",
     "i_ty_baseline",
+    "i_xt_ceiling",
 )
 #: Columns of the epoch journal (``epochs.csv``): a recorded epoch whose
 #: writes have ``begun`` (before its first row) or are all ``done``.

@@ -149,6 +149,7 @@ def write_interval_run(path: Path) -> None:
                     "i_ty_low": 0.45 + 0.1 * k,
                     "i_ty_high": 0.6 + 0.1 * k,
                     "i_ty_baseline": 0.02 * (k + 1),
+                    "i_xt_ceiling": 3.5,
                 }
                 for k, layer in enumerate(["fc1", "fc2"])
             ]
@@ -301,6 +302,7 @@ def test_information_route_carries_intervals_and_baselines(tmp_path):
     assert fc2["i_xt_low"] == pytest.approx([2.8 + 0.001 * e for e in EPOCHS])
     assert fc2["i_ty_high"] == pytest.approx([0.7] * len(EPOCHS))
     assert fc2["i_ty_baseline"] == pytest.approx([0.04] * len(EPOCHS))
+    assert fc2["i_xt_ceiling"] == [3.5] * len(EPOCHS)
     assert fc2["pinned"] == [False] * len(EPOCHS)
     plain = _json(plugin, "/information", "?run=plain&estimator=binned")
     assert "i_xt_low" not in plain["series"][0]  # only where the run has them
@@ -833,7 +835,10 @@ def test_information_plane_tab_in_headless_chromium(
             )
             assert bars["up"] == pytest.approx(0.3)
             assert bars["down"] == pytest.approx(0.05)
-            assert bars["shapes"] == [["baseline", pytest.approx(0.04)]]
+            assert bars["shapes"] == [
+                ["baseline", pytest.approx(0.04)],
+                ["ceiling", 0],  # a vertical line at I(X;T) = 3.5 bits
+            ]
 
             # issue 13: the monitor run's geometry panel is shown and drawn
             if "monitor_run" in runs:

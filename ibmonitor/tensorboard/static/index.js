@@ -238,6 +238,19 @@ function drawPlane(div, info, run) {
       name: 'baseline-note',
     });
   }
+  // The ceiling of I(X;T) (log2 n, or H(X) of the grouped inputs), where
+  // the shown points come within a bit of it.
+  const ceilings = series.flatMap((s) => s.i_xt_ceiling || []).filter(isFiniteNumber);
+  const xs = series.flatMap((s) => s.i_xt).filter(isFiniteNumber);
+  if (ceilings.length && xs.length) {
+    const ceiling = Math.min(...ceilings);
+    if (Math.max(...xs) >= ceiling - 1) {
+      shapes.push({
+        type: 'line', yref: 'paper', y0: 0, y1: 1, xref: 'x', x0: ceiling, x1: ceiling,
+        line: {dash: 'dot', width: 1, color: '#555'}, name: 'ceiling',
+      });
+    }
+  }
   const probeText =
     state.probe && state.probe !== DEFAULT_PROBE ? ' · ' + state.probe : '';
   const layout = {

@@ -49,6 +49,7 @@ test-all: $(STAMP) lint  ## every test, slow ones included
 
 bench: $(STAMP)  ## the benchmark scripts (figures go to the README)
 	$(PY) scripts/bench_estimators.py
+	$(PY) scripts/bench_knn.py
 	$(PY) scripts/bench_overhead.py
 	$(PY) scripts/bench_measures.py
 	$(PY) scripts/bench_models.py

@@ -924,6 +924,8 @@ default="log"
             return {}
         for name, exc in self._measures.last_errors:  # warned by the measure set
             self._policy.record(epoch, f"measure {name!r}", exc)
+        if self._measures.last_histograms:
+            self._sinks.emit("write_histograms", epoch, self._measures.last_histograms)
         return values
 
     def _explanations(self, epoch: int) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+import numpy as np
+
 from ..geometry import layer_geometry, pairing_table, separation
 from ..schema import probe_prefix
 from .registry import MeasureContext, register_measure
@@ -77,10 +79,16 @@ def _geometry_measure(context: MeasureContext, **options: Any) -> Dict[str, floa
 
 @register_measure("pairing", cost="cheap", option_names=["layers", "threshold"])
 def _pairing_measure(context: MeasureContext, **options: Any) -> Dict[str, float]:
-    """Return ``pairing/<layer>/{mean_mu,median_mu,frac_below}`` from the weights."""
+    """Return ``pairing/<layer>/{mean_mu,median_mu,frac_below}`` from the weights.
+
+    Also ``pairing/<layer>/mu``, every filter's mu as an array: the monitor
+    draws it as a TensorBoard histogram per layer and epoch (the paper's
+    figure); the scalar tables keep the summaries.
+    """
     table = pairing_table(context.model, baseline=False, **options)
-    out: Dict[str, float] = {}
+    out: Dict[str, Any] = {}
     for row in table.itertuples(index=False):
         for column in ("mean_mu", "median_mu", "frac_below"):
             out[f"pairing/{row.layer}/{column}"] = float(getattr(row, column))
+        out[f"pairing/{row.layer}/mu"] = np.asarray(row.mu, dtype=np.float64)
     return out

@@ -14,6 +14,7 @@ import time
 import warnings
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,13 +43,24 @@ def _run(
     on_error: str,
     epoch: Optional[int] = None,
     errors: Optional[List[Tuple[str, BaseException]]] = None,
+    histograms: Optional[Dict[str, np.ndarray]] = None,
 ) -> Dict[str, float]:
-    """Run each measure; merge their float values (NaN and non-numbers left out)."""
+    """Run each measure; merge their float values (NaN and non-numbers left out).
+
+    A measure's numpy arrays (``pairing/<layer>/mu``: a distribution, not a
+    scalar) go to ``histograms`` when given, else they are left out.
+    """
     result: Dict[str, float] = {}
     for measure, opts in pairs:
         start = time.perf_counter()
         try:
-            values = scalar_values(measure(context, **opts), owner=measure.name)
+            raw = dict(measure(context, **opts))
+            arrays = {k: v for k, v in raw.items() if isinstance(v, np.ndarray)}
+            if histograms is not None:
+                histograms.update(arrays)
+            values = scalar_values(
+                {k: v for k, v in raw.items() if k not in arrays}, owner=measure.name
+            )
         except Exception as exc:
             if on_error == "raise":
                 raise
@@ -338,6 +350,9 @@ class MeasureSet:
         self._bound = False
         self._n_calls = 0
         self.last_errors: List[Tuple[str, BaseException]] = []
+        #: Distributions the last :meth:`compute` gave (``{name: ndarray}``,
+        #: e.g. ``pairing/<layer>/mu``), which the monitor draws as histograms.
+        self.last_histograms: Dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------ properties
     @property
@@ -452,6 +467,7 @@ class MeasureSet:
         self._n_calls += 1
         pairs = [(m, o) for m, o in self._pairs if expensive or m.cost != "expensive"]
         self.last_errors = []
+        self.last_histograms = {}
         context = MeasureContext(
             model,
             self.loss_fn,
@@ -470,6 +486,7 @@ class MeasureSet:
                 on_error="raise" if strict else "warn",
                 epoch=epoch,
                 errors=self.last_errors,
+                histograms=self.last_histograms,
             )
 
     def describe(self) -> Dict[str, Any]:

@@ -102,6 +102,13 @@ class Sink:
         See :meth:`ibmonitor.explain.ExplainSet.compute` for the names.
         """
 
+    def write_histograms(self, epoch: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write distributions a measure gave (``{name: 1-D array}``).
+
+        E.g. ``pairing/<layer>/mu``: TensorBoard draws a histogram per name
+        and epoch; the run store keeps the measure's summary scalars only.
+        """
+
     def end_epoch(self, epoch: int) -> None:
         """Mark every write of a recorded epoch sent; drop what was spooled."""
 

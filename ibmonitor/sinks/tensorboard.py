@@ -107,6 +107,11 @@ class TensorBoard(Sink):
             for layer, t in acts.items():
                 self.writer.write_activations(epoch, layer, t, probe=probe)
 
+    def write_histograms(self, epoch: int, values: Mapping[str, np.ndarray]) -> None:
+        """Write one histogram per name (e.g. ``pairing/<layer>/mu``)."""
+        for name, array in values.items():
+            self.writer.write_histogram(epoch, name, array)
+
     def write_explanations(self, epoch: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Draw image-like explanations as image grids (one slider step per epoch).
 

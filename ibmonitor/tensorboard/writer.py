@@ -410,6 +410,22 @@ class TensorBoardWriter:
         )
         self._add_summary(summary, epoch)
 
+    def write_histogram(
+        self, epoch: int, tag: str, values: Any, *, bins: int = 30
+    ) -> bool:
+        """Write a histogram of ``values`` under ``tag`` (finite values only).
+
+        Returns whether one was written (False when no value is finite).
+        """
+        flat = _to_numpy(values).astype(np.float64, copy=False).ravel()
+        finite = flat[np.isfinite(flat)]
+        if not finite.size:
+            return False
+        summary = self._summary_pb2.Summary()
+        summary.value.add(tag=str(tag), histo=_histogram_proto(finite, bins=bins))
+        self._add_summary(summary, epoch)
+        return True
+
     def write_plane_image(
         self,
         epoch: int,

@@ -13,7 +13,7 @@ from ibmonitor import InformationMonitor, geometry, load_run
 from ibmonitor.datasets import digits
 from ibmonitor.measures import MeasureContext, MeasureSet, get_measure
 from ibmonitor.report import write_report
-from ibmonitor.sinks import RunStore
+from ibmonitor.sinks import RunStore, TensorBoard
 from ibmonitor.zoo import DigitsCNN
 
 
@@ -44,6 +44,7 @@ def test_geometry_measures_equal_the_pure_functions():
     pairs = get_measure("pairing")(context)
     table = geometry.pairing_table(model, baseline=False)
     for row in table.itertuples():
+        np.testing.assert_array_equal(pairs[f"pairing/{row.layer}/mu"], row.mu)
         assert pairs[f"pairing/{row.layer}/mean_mu"] == pytest.approx(row.mean_mu)
         assert pairs[f"pairing/{row.layer}/frac_below"] == row.frac_below
 
@@ -87,7 +88,8 @@ def test_digits_cnn_run_stores_geometry_and_the_report_draws_it(tmp_path):
         schedule=lambda epoch: True,
         total_epochs=3,
         overhead_budget=None,
-        sinks=[RunStore(tmp_path / "run")],
+        logdir=tmp_path / "run",
+        sinks=[RunStore(), TensorBoard(images=False)],
         measures=MeasureSet(
             ["separation", "geometry", "pairing"],
             loss_fn=loss_fn,
@@ -111,6 +113,19 @@ def test_digits_cnn_run_stores_geometry_and_the_report_draws_it(tmp_path):
     assert sorted(probe["epoch"]) == [0, 2]
     assert probe["value"].between(0.0, 1.0).all()
     assert {"pairing/conv1/mean_mu", "pairing/fc2/frac_below"} <= names
+    # the filter pairing's distribution: a TensorBoard histogram per layer and
+    # epoch (Shang et al.'s figure)
+    from tensorboard.backend.event_processing.event_accumulator import (
+        EventAccumulator,
+    )
+
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert "pairing/conv1/mu" in acc.Tags()["histograms"]
+    events = acc.Histograms("pairing/conv1/mu")
+    assert [e.step for e in events] == [0, 1, 2]
+    n_filters = DigitsCNN().conv1.out_channels
+    assert events[-1].histogram_value.num == n_filters
     page = write_report(tmp_path / "run", tmp_path / "report.html").read_text()
     assert "Geometry of the layers" in page
     assert "linear probe accuracy" in page

@@ -24,6 +24,7 @@ from torch import nn
 from .._validation import check_param
 from ..exceptions import InvalidParameterError
 from ..storage.files import encode_name
+from ..structures import call_model, move, n_rows, select_output
 
 __all__ = ["ExplainSet"]
 
@@ -43,9 +44,11 @@ class ExplainSet:
 
     Parameters
     ----------
-    inputs : Tensor or ndarray of shape (k, ...)
+    inputs : Tensor, ndarray, or tuple or dict of tensors, batch first
         A handful of fixed inputs to explain (e.g. the first two of each
-        class), batch first, as the model takes them.
+        class), as the model takes them (``model(x)``, ``model(*x)``,
+        ``model(**x)``; token ids get the saliency at the embedding output,
+        see :func:`ibmonitor.explain.saliency`).
     targets : Tensor or ndarray of shape (k,), optional
         Their classes (true labels): saliency is the gradient of this class's
         score. Default: the model's predicted class at each epoch.
@@ -96,17 +99,25 @@ class ExplainSet:
         fv_steps: int = 100,
     ) -> None:
         owner = "ExplainSet"
-        self.inputs = torch.as_tensor(inputs) if inputs is not None else None
-        if self.inputs is None or self.inputs.ndim < 1 or len(self.inputs) == 0:
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.as_tensor(inputs)
+        self.inputs = inputs
+        try:
+            n = n_rows(inputs) if inputs is not None else 0
+        except (InvalidParameterError, TypeError):
+            n = 0
+        if n == 0:
             raise InvalidParameterError(
                 f"The 'inputs' parameter of {owner} must be a non-empty batch of "
-                "inputs (Tensor or ndarray, batch first)."
+                "inputs, batch first: a Tensor or ndarray, or a tuple or dict of "
+                "tensors as the model takes them."
             )
+        self.n_inputs = n
         self.targets = None if targets is None else torch.as_tensor(targets).long()
-        if self.targets is not None and self.targets.shape != (len(self.inputs),):
+        if self.targets is not None and self.targets.shape != (n,):
             raise InvalidParameterError(
                 f"The 'targets' parameter of {owner} must have one class per input "
-                f"({len(self.inputs)}); got shape {tuple(self.targets.shape)}."
+                f"({n}); got shape {tuple(self.targets.shape)}."
             )
         self.saliency = bool(saliency)
         if top_activations is None:
@@ -124,6 +135,12 @@ class ExplainSet:
             str(layer): [int(u) for u in units]
             for layer, units in dict(feature_visualization or {}).items()
         }
+        if self.features and not isinstance(self.inputs, torch.Tensor):
+            raise InvalidParameterError(
+                f"The 'feature_visualization' parameter of {owner} needs tensor "
+                "inputs (it optimizes an input of their shape); these are "
+                f"{type(self.inputs).__name__}."
+            )
         self.influence = dict(influence) if influence is not None else None
         if self.influence is not None:
             missing = {"loss_fn", "train_data", "test_data"} - set(self.influence)
@@ -175,7 +192,9 @@ class ExplainSet:
         Returns
         -------
         arrays : dict of str to ndarray
-            ``"saliency"`` (shaped like ``inputs``) and ``"saliency_target"``;
+            ``"saliency"`` (shaped like ``inputs``; for a tuple or dict of
+            inputs, its first input's, and every input's as
+            ``"saliency/<key>"``) and ``"saliency_target"``;
             per top-activation layer ``"top/<layer>"``, rows ``(unit, rank,
             index, activation)``, and ``"top/<layer>/inputs"``, the top inputs
             of the first 16 units, shaped ``(units, k, ...)``; per visualized
@@ -197,12 +216,26 @@ class ExplainSet:
                     was = model.training
                     model.eval()
                     try:
-                        logits = model(x.to(model_device(model)))
+                        output = call_model(model, move(x, model_device(model)))
                     finally:
                         model.train(was)
-                targets = logits.argmax(dim=1).cpu()
+                logits = select_output(output, output_key, owner="ExplainSet")
+                targets = logits.argmax(dim=-1).reshape(self.n_inputs, -1)[:, 0].cpu()
             grads = saliency(model, x, targets, output_key=output_key)
-            out["saliency"] = _as_numpy(grads).astype(np.float32)
+            if isinstance(grads, torch.Tensor):
+                leaves = {"": grads}
+            elif isinstance(grads, Mapping):
+                leaves = {str(k): v for k, v in grads.items() if v is not None}
+            else:  # a tuple or list of inputs
+                leaves = {str(i): v for i, v in enumerate(grads) if v is not None}
+            for i, (key, grad) in enumerate(leaves.items()):
+                array = _as_numpy(grad).astype(np.float32)
+                if i == 0:  # the first input: what TensorBoard and the report draw
+                    out["saliency"] = array
+                if key:
+                    out[
+                        f"saliency/{encode_name(key, what='input name', probe=True)}"
+                    ] = array
             out["saliency_target"] = targets.cpu().numpy().astype(np.int64)
         searched = self.top_inputs if self.top_inputs is not None else probe_inputs
         for layer, k in self.top.items():
@@ -259,7 +292,7 @@ class ExplainSet:
     def describe(self) -> Dict[str, Any]:
         """Return a JSON-ready description (for ``run.json``)."""
         return {
-            "n_inputs": len(self.inputs),
+            "n_inputs": self.n_inputs,
             "targets": "given" if self.targets is not None else "predicted",
             "saliency": self.saliency,
             "top_activations": dict(self.top),

@@ -189,3 +189,33 @@ def test_vector_inputs_get_the_table_form(tmp_path):
     assert top["rank"].min() == 1 and top["rank"].max() == 9
     page = write_report(tmp_path / "run", tmp_path / "r.html").read_text()
     assert "Saliency |d score \\u002f d input|" in page
+
+
+class _DictModel(nn.Module):
+    """A model called as ``model(**{"features": x})`` (a structured probe)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 3)
+        self.act = nn.Tanh()
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, features):
+        return self.out(self.act(self.fc(features)))
+
+
+def test_structured_inputs_and_predicted_targets():
+    torch.manual_seed(0)
+    model = _DictModel()
+    x = {"features": torch.randn(40, 5)}
+    explain = ExplainSet({"features": x["features"][:4]}, top_activations=["act"])
+    arrays = explain.compute(model, 0, probe_inputs=x)
+    predicted = model(**{"features": x["features"][:4]}).argmax(dim=1)
+    assert arrays["saliency_target"].tolist() == predicted.tolist()
+    direct = saliency(model, {"features": x["features"][:4]}, predicted)
+    np.testing.assert_allclose(
+        arrays["saliency"], direct["features"].numpy(), rtol=1e-6
+    )
+    assert arrays["top/act"].shape == (3 * 9, 4)
+    with pytest.raises(InvalidParameterError, match="feature_visualization"):
+        ExplainSet(x, feature_visualization={"act": [0]})

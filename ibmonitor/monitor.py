@@ -1019,6 +1019,12 @@ default="log"
         try:
             self._executor.submit(job, bounded=True)
         except ExecutorBusy as exc:  # scalars written; activations spooled
+            if self._executor.background and any(s.spools for s in self._sinks):
+                exc = ExecutorBusy(
+                    f"{exc}; its activations stay spooled in the run's pending/ "
+                    "folder, and resuming the run (RunStore(resume=True)) "
+                    "estimates them"
+                )
             self._policy.fail(epoch, "estimation", exc)
 
     def _estimate(self, epoch: int, activations: Activations, bad: Dict) -> None:

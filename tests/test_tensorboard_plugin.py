@@ -156,6 +156,22 @@ def write_interval_run(path: Path) -> None:
             writer.write_information(epoch, rows)
 
 
+def write_explain_run(path: Path) -> None:
+    """A run with explanation image grids at three epochs (issue 14)."""
+    rng = np.random.default_rng(0)
+    with TensorBoardWriter(path) as writer:
+        for epoch in (0, 4, 9):
+            writer.write_information(
+                epoch,
+                [{"epoch": epoch, "layer": "fc1", "estimator": "binned",
+                  "i_xt": 1.0, "i_ty": 0.5}],
+            )  # fmt: skip
+            writer.write_image_grid(epoch, "explain/saliency", rng.random((3, 1, 8, 8)))
+            writer.write_image_grid(
+                epoch, "explain/top/conv1", rng.random((2, 4, 1, 8, 8))
+            )
+
+
 def write_monitor_run(path: Path) -> None:
     """A run written by ibmonitor.InformationMonitor(tensorboard=True)."""
     import torch
@@ -306,6 +322,32 @@ def test_information_route_carries_intervals_and_baselines(tmp_path):
     assert fc2["pinned"] == [False] * len(EPOCHS)
     plain = _json(plugin, "/information", "?run=plain&estimator=binned")
     assert "i_xt_low" not in plain["series"][0]  # only where the run has them
+
+
+def test_explanation_routes_list_and_serve_the_images(tmp_path):
+    write_explain_run(tmp_path / "explain")
+    write_demo_run(tmp_path / "plain")
+    plugin = _plugin(tmp_path)
+    body = _json(plugin, "/explanations", "?run=explain")
+    assert body["tags"] == {
+        "explain/saliency": [0, 4, 9],
+        "explain/top/conv1": [0, 4, 9],
+    }
+    png = _get(plugin, "/explanation_image", "?run=explain&tag=explain/saliency&step=4")
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert png.get_data().startswith(b"\x89PNG")
+    assert _json(plugin, "/explanations", "?run=plain")["tags"] == {}
+    # only explanation tags, only stored epochs, ints only
+    from tensorboard import errors as tb_errors
+
+    for query, error in (
+        ("?run=explain&tag=information_plane/binned&step=0", "InvalidArgument"),
+        ("?run=explain&tag=explain/saliency&step=3", "NotFound"),
+        ("?run=explain&tag=explain/saliency&step=x", "InvalidArgument"),
+    ):
+        # TensorBoard answers these errors with 400 and 404
+        with pytest.raises(getattr(tb_errors, error + "Error")):
+            _get(plugin, "/explanation_image", query)
 
 
 def test_plugin_minimum_span_is_the_plotting_one():
@@ -597,6 +639,7 @@ def server_logdir(tmp_path_factory):
     write_demo_run(root / "writer_run")
     write_pinned_run(root / "writer_run_pinned")
     write_interval_run(root / "writer_run_interval")
+    write_explain_run(root / "writer_run_explain")
     if _monitor_available():
         write_monitor_run(root / "monitor_run")
     return root
@@ -839,6 +882,25 @@ def test_information_plane_tab_in_headless_chromium(
                 ["baseline", pytest.approx(0.04)],
                 ["ceiling", 0],  # a vertical line at I(X;T) = 3.5 bits
             ]
+
+            # issue 14: explanation images with an epoch slider
+            frame.locator("#ibm-run").select_option("writer_run_explain")
+            frame.wait_for_function(
+                "() => { const b = document.getElementById('ibm-explain-box');"
+                " const i = document.getElementById('ibm-explain-img');"
+                " return !b.hidden && i.complete && i.naturalWidth > 0; }",
+                timeout=30_000,
+            )
+            assert frame.locator("#ibm-explain-label").inner_text() == "epoch 9"
+            frame.locator("#ibm-explain-epoch").fill("0")
+            frame.wait_for_function(
+                "() => { const i = document.getElementById('ibm-explain-img');"
+                " return i.src.includes('step=0') && i.complete"
+                " && i.naturalWidth > 0; }",
+                timeout=30_000,
+            )
+            assert frame.locator("#ibm-explain-label").inner_text() == "epoch 0"
+            page.screenshot(path=str(shots / "explanations.png"))
 
             # issue 13: the monitor run's geometry panel is shown and drawn
             if "monitor_run" in runs:

@@ -40,6 +40,11 @@ Routes (under ``/data/plugin/ibmonitor``)
     ``{}``), the same panels as the plotly dashboard and the custom-scalars
     layout. The gap measure's copies (``gap/train_loss``, ...) are left out
     where the plain ``train_loss``... exist.
+``/explanations?run=RUN``
+    ``{"run", "tags": {tag: [epoch, ...]}}``: the explanation image grids of
+    :class:`ibmonitor.explain.ExplainSet` (``explain/...``) and their epochs.
+``/explanation_image?run=RUN&tag=TAG&step=EPOCH``
+    One of those images (PNG), for the tab's epoch slider.
 ``/static/index.js``, ``/static/plotly.min.js``
     The front end, and plotly.js from the installed plotly package (nothing is
     loaded from a CDN).
@@ -97,6 +102,8 @@ _DEFAULT_DOWNSAMPLING = 100_000
 #: Scalars of the information plane itself (written by the writer as
 #: ``information/[<probe>/]<estimator>/<layer>/I_XT``): not a panel's.
 _INFORMATION_PREFIX = probe_prefix("information", DEFAULT_PROBE)
+#: Tags of the explanation image grids (:class:`ibmonitor.explain.ExplainSet`).
+EXPLAIN_PREFIX = "explain/"
 _PANEL_ORDER = ("train", "test", "gap/train", "gap/test", "gap/")
 
 
@@ -126,6 +133,8 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
             "/skipped": self._serve_skipped,
             "/information": self._serve_information,
             "/scalars": self._serve_scalars,
+            "/explanations": self._serve_explanations,
+            "/explanation_image": self._serve_explanation_image,
             "/static/index.js": self._serve_index_js,
             "/static/plotly.min.js": self._serve_plotly,
         }
@@ -211,7 +220,87 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
         body = self.scalars_impl(ctx, experiment=experiment, run=run)
         return http_util.Respond(request, _dumps(body), "application/json")
 
+    @wrappers.Request.application
+    def _serve_explanations(self, request: wrappers.Request) -> wrappers.Response:
+        run = request.args.get("run")
+        if run is None:
+            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        body = self.explanations_impl(ctx, experiment=experiment, run=run)
+        return http_util.Respond(request, _dumps(body), "application/json")
+
+    @wrappers.Request.application
+    def _serve_explanation_image(self, request: wrappers.Request) -> wrappers.Response:
+        run, tag = request.args.get("run"), request.args.get("tag")
+        if run is None or tag is None or not tag.startswith(EXPLAIN_PREFIX):
+            raise errors.InvalidArgumentError(
+                f"'run' and 'tag' (starting with {EXPLAIN_PREFIX!r}) are required."
+            )
+        try:
+            step = int(request.args.get("step", ""))
+        except ValueError:
+            raise errors.InvalidArgumentError("'step' must be an int.") from None
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        body = self.explanation_image_impl(
+            ctx, experiment=experiment, run=run, tag=tag, step=step
+        )
+        return http_util.Respond(request, body, "image/png")
+
     # ---------------------------------------------------------- implementations
+    def _explanation_data(self, ctx: Any, experiment: str, run: str, tags=None):
+        """Read the run's explanation images: ``{tag: [BlobSequenceDatum]}``."""
+        listing = self._data_provider.list_blob_sequences(
+            ctx,
+            experiment_id=experiment,
+            plugin_name="images",
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        ).get(run, {})
+        wanted = [t for t in listing if t.startswith(EXPLAIN_PREFIX)]
+        if tags is not None:
+            wanted = [t for t in wanted if t in tags]
+        if not wanted:
+            return {}
+        return self._data_provider.read_blob_sequences(
+            ctx,
+            experiment_id=experiment,
+            plugin_name="images",
+            downsample=self._downsample,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=wanted),
+        ).get(run, {})
+
+    def explanations_impl(self, ctx: Any, *, experiment: str, run: str) -> dict:
+        """Return the run's explanation images by tag, with their epochs.
+
+        Tags are the image grids of :class:`ibmonitor.explain.ExplainSet`
+        (``explain/saliency``, ``explain/top/<layer>``,
+        ``explain/features/<layer>``); each image is served by
+        ``/explanation_image?run=&tag=&step=``.
+        """
+        data = self._explanation_data(ctx, experiment, run)
+        return {
+            "run": run,
+            "tags": {
+                tag: [int(d.step) for d in data[tag] if len(d.values) > 2]
+                for tag in sorted(data)
+            },
+        }
+
+    def explanation_image_impl(
+        self, ctx: Any, *, experiment: str, run: str, tag: str, step: int
+    ) -> bytes:
+        """Return the PNG of one explanation image (``/explanation_image``)."""
+        data = self._explanation_data(ctx, experiment, run, tags=[tag])
+        for datum in data.get(tag, []):
+            if int(datum.step) == step and len(datum.values) > 2:
+                return self._data_provider.read_blob(
+                    ctx, blob_key=datum.values[2].blob_key
+                )
+        raise errors.NotFoundError(
+            f"No explanation image {tag!r} at epoch {step} in run {run!r}."
+        )
+
     def runs_impl(self, ctx: Any, *, experiment: str) -> list:
         """List the runs with information-plane data (body of ``/runs``).
 

@@ -106,7 +106,26 @@ async function draw(ui, force) {
     }
     state.scalarsKey = scalarsKey;
   }
+  await drawExplanations(ui, run);
   markReady();
+}
+
+async function drawExplanations(ui, run) {
+  const body = await getJson('./explanations?' + new URLSearchParams({run: run.run}));
+  const tags = Object.keys(body.tags || {}).filter((t) => body.tags[t].length);
+  ui.explain.hidden = tags.length === 0;
+  const key = run.run + '|' + JSON.stringify(body.tags);
+  if (!tags.length || key === ui.explainKey) return;
+  ui.explainKey = key;
+  ui.explainSteps = body.tags;
+  const chosen = tags.includes(ui.explainTag.value) ? ui.explainTag.value : tags[0];
+  ui.explainTag.replaceChildren(
+    ...tags.map((t) => el('option', {value: t}, t.replace(/^explain\//, ''))));
+  ui.explainTag.value = chosen;
+  const steps = body.tags[chosen];
+  ui.explainEpoch.max = String(steps.length - 1);
+  ui.explainEpoch.value = String(steps.length - 1);
+  ui.showExplanation();
 }
 
 function currentRun() {
@@ -443,7 +462,25 @@ function buildUi() {
       'this tab updates as epochs are recorded.'),
   ]);
   empty.hidden = true;
-  const main = el('div', {}, [plane, panelRow]);
+  // Explanations over training (ibmonitor.explain.ExplainSet): one image grid
+  // per tag and epoch, an epoch slider to step through them.
+  const explainTag = el('select', {id: 'ibm-explain-tag', title: 'explanation'});
+  const explainEpoch = el('input', {type: 'range', id: 'ibm-explain-epoch',
+    min: '0', max: '0', step: '1', value: '0'});
+  const explainLabel = el('span', {id: 'ibm-explain-label', class: 'ibm-status'}, '');
+  const explainImg = el('img', {id: 'ibm-explain-img', class: 'ibm-explain-img',
+    alt: 'explanation image'});
+  const explain = el('div', {class: 'ibm-explain', id: 'ibm-explain-box'}, [
+    el('div', {class: 'ibm-toolbar'}, [
+      el('b', {}, 'What the network looks at '),
+      el('label', {}, ['Image ', explainTag]),
+      el('label', {}, ['Epoch ', explainEpoch]),
+      explainLabel,
+    ]),
+    explainImg,
+  ]);
+  explain.hidden = true;
+  const main = el('div', {}, [plane, panelRow, explain]);
   // Plotly's "responsive" follows the window only; follow the containers too.
   if (window.ResizeObserver) {
     const observer = new ResizeObserver((entries) => {
@@ -461,7 +498,25 @@ function buildUi() {
   }
   const root = el('div', {class: 'ibm-root'}, [toolbar, empty, main]);
   const ui = {root, runSelect, estimatorSelect, probeSelect, probeLabel, live,
-    status, plane, panels, empty, main};
+    status, plane, panels, empty, main, explain, explainTag, explainEpoch,
+    explainLabel, explainImg, explainSteps: {}};
+  const showExplanation = () => {
+    const tag = explainTag.value;
+    const steps = ui.explainSteps[tag] || [];
+    if (!steps.length) return;
+    const k = Math.min(Number(explainEpoch.value), steps.length - 1);
+    explainLabel.textContent = 'epoch ' + steps[k];
+    explainImg.src = './explanation_image?' +
+      new URLSearchParams({run: state.run || '', tag, step: String(steps[k])});
+  };
+  ui.showExplanation = showExplanation;
+  explainTag.addEventListener('change', () => {
+    const steps = ui.explainSteps[explainTag.value] || [];
+    explainEpoch.max = String(Math.max(steps.length - 1, 0));
+    explainEpoch.value = explainEpoch.max;
+    showExplanation();
+  });
+  explainEpoch.addEventListener('input', showExplanation);
 
   runSelect.addEventListener('change', () => {
     state.run = runSelect.value;
@@ -573,6 +628,8 @@ const CSS = `
   .ibm-toolbar select { font-size: 13px; padding: 2px 4px; max-width: 28em; }
   .ibm-status { color: #757575; margin-left: auto; font-size: 12px; }
   .ibm-plane { height: 560px; margin-top: 8px; }
+  .ibm-explain { margin-top: 12px; }
+  .ibm-explain-img { max-width: 100%; image-rendering: pixelated; display: block; }
   .ibm-panels { display: grid; gap: 8px;
                 grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); }
   .ibm-panel { min-width: 0; }

@@ -425,6 +425,20 @@ class ProbeResult:
 _MIN_PROBABILITY = 1e-15
 
 
+def _check_test_fraction(test_fraction: Any, owner: str) -> None:
+    """Check that ``test_fraction`` lies strictly between 0 and 1."""
+    check_param(
+        test_fraction,
+        "test_fraction",
+        owner,
+        kind="real",
+        low=0.0,
+        high=1.0,
+        low_closed=False,
+        high_closed=False,
+    )
+
+
 def _split_sizes(n: int, test_fraction: float) -> Tuple[int, int]:
     """Sizes scikit-learn's ``train_test_split`` uses for a float test size."""
     n_test = math.ceil(test_fraction * n)
@@ -506,16 +520,7 @@ def linear_probe(
     1.0
     """
     owner = "linear_probe"
-    check_param(
-        test_fraction,
-        "test_fraction",
-        owner,
-        kind="real",
-        low=0.0,
-        high=1.0,
-        low_closed=False,
-        high_closed=False,
-    )
+    _check_test_fraction(test_fraction, owner)
     check_param(seed, "seed", owner, kind="int", low=0)
     check_param(C, "C", owner, kind="real", low=0.0, low_closed=False)
     check_param(max_iter, "max_iter", owner, kind="int", low=1)
@@ -658,16 +663,7 @@ def layer_geometry(
     check_param(flattening_k, "flattening_k", owner, kind="int", low=1)
     if max_samples is not None:
         check_param(max_samples, "max_samples", owner, kind="int", low=4)
-    check_param(
-        test_fraction,
-        "test_fraction",
-        owner,
-        kind="real",
-        low=0.0,
-        high=1.0,
-        low_closed=False,
-        high_closed=False,
-    )
+    _check_test_fraction(test_fraction, owner)
     check_param(seed, "seed", owner, kind="int", low=0)
     tt, yt = _prepare(t, y, owner)
     if max_samples is not None and tt.shape[0] > max_samples:

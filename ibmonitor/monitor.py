@@ -744,9 +744,8 @@ default="log"
             if info and self._explain is not None:
                 self._explanations(epoch)
             if activations is not None:
-                if self._executor.background:
-                    self._spool(epoch, activations)
-                self._submit(epoch, activations, bad)
+                spooled = self._spool(epoch, activations)
+                self._submit(epoch, activations, bad, spooled)
             if info and self._policy.dirty:
                 self._write_config_updates()
         if info or meas:
@@ -958,14 +957,18 @@ default="log"
         inputs = {n: self._probes[n].values.cpu().numpy() for n in activations}
         return arrays, labels, inputs
 
-    def _spool(self, epoch: int, activations: Activations) -> None:
-        """Spool a queued epoch's activations so that a killed process keeps it."""
+    def _spool(self, epoch: int, activations: Activations) -> Optional[tuple]:
+        """Spool a queued epoch's activations so that a killed process keeps it.
+
+        Only with a background worker and a sink that spools; returns the numpy
+        arrays written (``_arrays``'s triple) so that the worker reuses them.
+        """
         spooling = [s for s in self._sinks if s.spools]
-        if spooling:
-            arrays, labels, inputs = self._arrays(activations)
-            self._sinks.emit(
-                "write_pending", epoch, arrays, labels, inputs, only=spooling
-            )
+        if not (self._executor.background and spooling):
+            return None
+        converted = self._arrays(activations)
+        self._sinks.emit("write_pending", epoch, *converted, only=spooling)
+        return converted
 
     def _complete_pending(self, pending: Sequence[int], read: Any) -> None:
         """Estimate the spooled epochs of a resumed run (killed before estimating).
@@ -1005,10 +1008,16 @@ default="log"
             except Exception as exc:
                 self._policy.fail(epoch, "completing a spooled epoch", exc)
 
-    def _submit(self, epoch: int, activations: Activations, bad: Dict) -> None:
+    def _submit(
+        self,
+        epoch: int,
+        activations: Activations,
+        bad: Dict,
+        converted: Optional[tuple] = None,
+    ) -> None:
         def job() -> None:
             try:
-                self._estimate(epoch, activations, bad)
+                self._estimate(epoch, activations, bad, converted)
             except BaseException as exc:
                 if not self._executor.in_worker():
                     raise
@@ -1027,7 +1036,13 @@ default="log"
                 )
             self._policy.fail(epoch, "estimation", exc)
 
-    def _estimate(self, epoch: int, activations: Activations, bad: Dict) -> None:
+    def _estimate(
+        self,
+        epoch: int,
+        activations: Activations,
+        bad: Dict,
+        converted: Optional[tuple] = None,
+    ) -> None:
         """Estimate one recorded epoch and write it to the sinks.
 
         The epoch ends (``end_epoch``) even when an estimate fails, so that a
@@ -1035,11 +1050,17 @@ default="log"
         the epoch open itself.
         """
         try:
-            self._write_estimates(epoch, activations, bad)
+            self._write_estimates(epoch, activations, bad, converted)
         finally:
             self._sinks.emit("end_epoch", epoch)
 
-    def _write_estimates(self, epoch: int, activations: Activations, bad: Dict) -> None:
+    def _write_estimates(
+        self,
+        epoch: int,
+        activations: Activations,
+        bad: Dict,
+        converted: Optional[tuple] = None,
+    ) -> None:
         rows: List[Dict[str, Any]] = []
         for probe_name, acts in activations.items():
             probe = self._probes[probe_name]
@@ -1068,10 +1089,8 @@ default="log"
         self._sinks.emit("write_information", epoch, rows)
         wanting = self._sinks.wanting_activations()
         if wanting:
-            arrays, labels, inputs = self._arrays(activations)
-            self._sinks.emit(
-                "write_activations", epoch, arrays, labels, inputs, only=wanting
-            )
+            converted = converted or self._arrays(activations)
+            self._sinks.emit("write_activations", epoch, *converted, only=wanting)
 
     def _sink_failed(
         self, sink: Sink, event: str, epoch: Optional[int], exc: BaseException

@@ -69,6 +69,7 @@ __all__ = [
     "ACTIVATION_TYPES",
     "BLOCK_CLASS_NAMES",
     "BLOCK_TYPES",
+    "CHANNELS_FIRST_TYPES",
     "LINEAR_TYPES",
     "REDUCE_OPTIONS",
     "LayerSelection",
@@ -203,7 +204,7 @@ _PROJECTION_NAMES = frozenset(
     }
 )
 #: Module types whose rank-3 output is (batch, channels, length).
-_CHANNELS_FIRST_TYPES: Tuple[type, ...] = (
+CHANNELS_FIRST_TYPES: Tuple[type, ...] = (
     nn.modules.conv._ConvNd,
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
@@ -852,7 +853,7 @@ def _reduce(
     """Turn one layer's batch-first output into (batch, units)."""
     if t.ndim <= 2:
         return t.reshape(t.shape[0], -1)
-    channels_first = t.ndim >= 4 or isinstance(module, _CHANNELS_FIRST_TYPES)
+    channels_first = t.ndim >= 4 or isinstance(module, CHANNELS_FIRST_TYPES)
     if channels_first:
         if reduce in ("auto", "flatten"):
             return t.reshape(t.shape[0], -1)

@@ -97,19 +97,7 @@ def _summary_html(run: Any) -> str:
     table = summary_table(run)
     if table is None or len(table) == 0:
         return '<p class="meta">Nothing recorded yet.</p>'
-    # pandas escapes cell text (escape=True); float_format keeps it readable.
-    return (
-        '<div class="table-wrap">'
-        + table.to_html(
-            index=False,
-            escape=True,
-            na_rep="",
-            border=0,
-            classes="summary",
-            float_format=lambda v: f"{v:.4g}",
-        )
-        + "</div>"
-    )
+    return _table_html(table)
 
 
 def _figure_html(fig: Any, div_id: str) -> str:
@@ -197,6 +185,7 @@ def _other_scalars_figure(run: Any, name: str) -> Any:
 
 def _table_html(frame: Any) -> str:
     """Return a small escaped HTML table of a DataFrame."""
+    # pandas escapes cell text (escape=True); float_format keeps it readable.
     return (
         '<div class="table-wrap">'
         + frame.to_html(
@@ -223,13 +212,14 @@ def _saliency_strip(run: Any, name: str) -> Any:
     import numpy as np
     from plotly.subplots import make_subplots
 
-    epochs = [e for e in run.explanation_epochs if "saliency" in run.explanations(e)]
+    stored = {e: run.explanations(e).get("saliency") for e in run.explanation_epochs}
+    epochs = [e for e, m in stored.items() if m is not None]
     if not epochs:
         return None
     if len(epochs) > 10:
         picks = np.unique(np.linspace(0, len(epochs) - 1, 10).round().astype(int))
         epochs = [epochs[i] for i in picks]
-    maps = {e: np.abs(run.explanations(e)["saliency"]) for e in epochs}
+    maps = {e: np.abs(stored[e]) for e in epochs}
     first = maps[epochs[0]]
     image = first.ndim == 3 or (first.ndim == 4 and first.shape[1] in (1, 3, 4))
     if not image:

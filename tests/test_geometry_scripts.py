@@ -10,37 +10,16 @@ with direct calls of :mod:`ibmonitor.geometry`.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _scripts import load_script as _load
+from _scripts import restore_torch_threads  # noqa: F401 (autouse)
 
 from ibmonitor.geometry import layer_geometry, pairing_table
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load(name):
-    """Import scripts/<name>.py as a module (it puts scripts/ on sys.path)."""
-    spec = importlib.util.spec_from_file_location(
-        f"_script_{name}", SCRIPTS / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The scripts set torch to one thread; give the next test its setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
 
 # ------------------------------------------------------------------- Brahma
 BRAHMA_TINY = [

@@ -8,34 +8,14 @@ the noise injected while recording reached the later layers only there.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
-import torch
+from _scripts import load_script as _load
+from _scripts import restore_torch_threads  # noqa: F401 (autouse)
 
 import ibmonitor
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f"_script_{name}", SCRIPTS / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The script sets torch to one thread; give the next test its setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_noisy_vs_binned_tiny(tmp_path, capsys):

@@ -11,7 +11,7 @@ from torch import nn
 
 from .._batches import to_structure
 from ..exceptions import InvalidParameterError
-from ..recording import layer_output_name, resolve_layers
+from ..recording import CHANNELS_FIRST_TYPES, layer_output_name, resolve_layers
 from ..structures import n_rows, select_output
 
 __all__ = [
@@ -23,18 +23,6 @@ __all__ = [
     "prepare_structure",
     "resolve_one_layer",
 ]
-
-#: Module types whose rank-3 output is (batch, channels, length); the same rule
-#: as :func:`ibmonitor.recording.record_activations` (``reduce="mean"``).
-CHANNELS_FIRST_TYPES: Tuple[type, ...] = (
-    nn.modules.conv._ConvNd,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-)
 
 
 def check_int(value: Any, name: str, owner: str, *, low: int = 1) -> int:

@@ -60,6 +60,7 @@ from ..exceptions import IBMonitorWarning, InvalidParameterError
 
 __all__ = [
     "ACTIVATIONS_DIR",
+    "ARCHIVE_DIRS",
     "EPOCHS_FILE",
     "EPOCH_FILE",
     "EXPLANATIONS_DIR",
@@ -114,6 +115,8 @@ PENDING_DIR = "pending"
 #: Explanations of recorded epochs (saliency, top activations, ...; see
 #: :class:`ibmonitor.explain.ExplainSet`).
 EXPLANATIONS_DIR = "explanations"
+#: The folders of ``epoch_XXXXXX.npz`` archives the run store writes.
+ARCHIVE_DIRS = (ACTIVATIONS_DIR, PENDING_DIR, EXPLANATIONS_DIR)
 #: The lock file of the run's writer (holds its ``{"pid", "host"}`` as JSON).
 LOCK_FILE = ".lock"
 #: Key suffix of a probe's labels and flattened inputs in an activations archive.
@@ -444,7 +447,7 @@ def remove_stale_temporaries(path: Path) -> List[Path]:
         for p in path.glob(f".{name}{TMP_MARK}*")
         if p.name.startswith(f".{name}{TMP_MARK}")
     ]
-    folders = [path / ACTIVATIONS_DIR, path / PENDING_DIR, path / EXPLANATIONS_DIR]
+    folders = [path / name for name in ARCHIVE_DIRS]
     for folder in folders:
         if folder.is_dir() and not folder.is_symlink():
             candidates += [

@@ -495,34 +495,53 @@ class Run:
         ValueError
             The file is unreadable (names the file and epoch).
         """
-        epoch = check_epoch(epoch, where="Run.explanations")
-        file = self.path / EXPLANATIONS_DIR / npz_name(epoch)
-        if not file.is_file():
-            raise InvalidParameterError(
-                f"The run {self.name!r} has no stored explanations at epoch {epoch}. "
-                f"Epochs with explanations: {self.explanation_epochs}."
-            )
-        warn_if_link(file, stacklevel=3)
+        return self._read_explanations(epoch)
+
+    def _read_explanations(
+        self, epoch: int, wanted: Optional[Callable[[str], bool]] = None
+    ) -> Dict[str, np.ndarray]:
+        """Read an explanations archive, only the keys ``wanted`` accepts."""
+        file = self._stored_file(EXPLANATIONS_DIR, epoch, "explanations")
         where = f"{str(file)!r} (explanations of epoch {epoch})"
         try:
             _check_npz_sizes(file, MAX_ARRAY_BYTES, where)
             with np.load(file, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
+                return {
+                    key: archive[key]
+                    for key in archive.files
+                    if wanted is None or wanted(key)
+                }
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
             raise ValueError(f"Cannot read {where}: {exc}") from exc
 
+    def _stored_file(self, folder: str, epoch: int, what: str) -> Path:
+        """Return the archive of ``epoch`` in ``folder`` (an error when missing)."""
+        epoch = check_epoch(epoch, where=f"Run.{what}")
+        file = self.path / folder / npz_name(epoch)
+        if not file.is_file():
+            stored = activation_epochs(self.path, folder)
+            raise InvalidParameterError(
+                f"The run {self.name!r} has no stored {what} at epoch {epoch}. "
+                f"Epochs with {what}: {stored}."
+            )
+        warn_if_link(file.parent, stacklevel=5)
+        warn_if_link(file, stacklevel=5)
+        return file
+
     def _explanation_table(self, prefix: str, columns: Sequence[str]) -> pd.DataFrame:
+        def wanted(key: str) -> bool:  # "top/<layer>", not "top/<layer>/inputs"
+            return key == prefix or (
+                key.startswith(prefix + "/") and key.count("/") == 1
+            )
+
         frames = []
         for epoch in self.explanation_epochs:
-            for key, array in self.explanations(epoch).items():
-                if key == prefix or (
-                    key.startswith(prefix + "/") and key.count("/") == 1
-                ):
-                    frame = pd.DataFrame(np.asarray(array), columns=list(columns))
-                    frame.insert(0, "epoch", epoch)
-                    if key != prefix:
-                        frame.insert(0, "layer", decode_name(key.split("/", 1)[1]))
-                    frames.append(frame)
+            for key, array in self._read_explanations(epoch, wanted).items():
+                frame = pd.DataFrame(np.asarray(array), columns=list(columns))
+                frame.insert(0, "epoch", epoch)
+                if key != prefix:
+                    frame.insert(0, "layer", decode_name(key.split("/", 1)[1]))
+                frames.append(frame)
         if not frames:
             return pd.DataFrame(columns=["epoch", *columns])
         out = pd.concat(frames, ignore_index=True)
@@ -556,15 +575,7 @@ class Run:
     def _arrays(
         self, epoch: int, max_bytes: Optional[int] = None
     ) -> Dict[str, Dict[str, np.ndarray]]:
-        epoch = check_epoch(epoch, where="Run.activations")
-        file = self.path / ACTIVATIONS_DIR / npz_name(epoch)
-        if not file.is_file():
-            raise InvalidParameterError(
-                f"The run {self.name!r} has no stored activations at epoch {epoch}. "
-                f"Epochs with activations: {self.activation_epochs}."
-            )
-        warn_if_link(file.parent, stacklevel=4)
-        warn_if_link(file, stacklevel=4)
+        file = self._stored_file(ACTIVATIONS_DIR, epoch, "activations")
         limit = MAX_ARRAY_BYTES if max_bytes is None else int(max_bytes)
         where = f"{str(file)!r} (activations of epoch {epoch})"
         return read_archive(file, where, limit)

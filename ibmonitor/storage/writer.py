@@ -35,6 +35,7 @@ from ..schema import (
 )
 from .files import (
     ACTIVATIONS_DIR,
+    ARCHIVE_DIRS,
     EPOCH_FILE,
     EPOCHS_FILE,
     EXPLANATIONS_DIR,
@@ -189,7 +190,7 @@ def _own_files(path: Path) -> List[Path]:
     found += [
         p for p in path.glob(f".*{TMP_MARK}*") if p.name.split(TMP_MARK)[0][1:] in names
     ]
-    for folder in (path / ACTIVATIONS_DIR, path / PENDING_DIR, path / EXPLANATIONS_DIR):
+    for folder in (path / name for name in ARCHIVE_DIRS):
         if folder.is_dir() and not folder.is_symlink():
             for p in folder.iterdir():
                 name = p.name
@@ -379,11 +380,7 @@ class RunWriter:
         if overwrite:
             for p in existing:
                 p.unlink()
-            for folder in (
-                self.path / ACTIVATIONS_DIR,
-                self.path / PENDING_DIR,
-                self.path / EXPLANATIONS_DIR,
-            ):
+            for folder in (self.path / name for name in ARCHIVE_DIRS):
                 if (
                     folder.is_dir()
                     and not folder.is_symlink()
@@ -795,17 +792,24 @@ class RunWriter:
                     arr = floating(arr.reshape(arr.shape[0], -1), what)
                 arrays[f"{p}/{key}"] = arr
         with self._lock:
-            self._check_open()
-            folder = self.path / folder_name
-            refuse_link(folder)
-            created = not folder.exists()
-            folder.mkdir(exist_ok=True)
-            if created:
-                fsync_dir(self.path)
-            target = folder / npz_name(epoch)
-            refuse_link(target)
-            atomic_write(target, lambda fh: np.savez(fh, **arrays))
+            target = self._write_npz(folder_name, epoch, arrays)
             self._seen(epoch)
+        return target
+
+    def _write_npz(
+        self, folder_name: str, epoch: int, arrays: Mapping[str, np.ndarray]
+    ) -> Path:
+        """Write ``<folder_name>/epoch_XXXXXX.npz`` atomically (lock held)."""
+        self._check_open()
+        folder = self.path / folder_name
+        refuse_link(folder)
+        created = not folder.exists()
+        folder.mkdir(exist_ok=True)
+        if created:
+            fsync_dir(self.path)
+        target = folder / npz_name(epoch)
+        refuse_link(target)
+        atomic_write(target, lambda fh: np.savez(fh, **arrays))
         return target
 
     def save_explanations(self, epoch: int, arrays: Mapping[str, Any]) -> Path:
@@ -830,17 +834,7 @@ class RunWriter:
             for k, v in dict(arrays).items()
         }
         with self._lock:
-            self._check_open()
-            folder = self.path / EXPLANATIONS_DIR
-            refuse_link(folder)
-            created = not folder.exists()
-            folder.mkdir(exist_ok=True)
-            if created:
-                fsync_dir(self.path)
-            target = folder / npz_name(epoch)
-            refuse_link(target)
-            atomic_write(target, lambda fh: np.savez(fh, **stored))
-        return target
+            return self._write_npz(EXPLANATIONS_DIR, epoch, stored)
 
     # -- the epoch journal and the spool ------------------------------------
 

@@ -196,9 +196,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_information(self, request: wrappers.Request) -> wrappers.Response:
-        run = request.args.get("run")
-        if run is None:
-            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        run = _required_run(request)
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
         body = self.information_impl(
@@ -212,9 +210,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_scalars(self, request: wrappers.Request) -> wrappers.Response:
-        run = request.args.get("run")
-        if run is None:
-            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        run = _required_run(request)
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
         body = self.scalars_impl(ctx, experiment=experiment, run=run)
@@ -222,9 +218,7 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_explanations(self, request: wrappers.Request) -> wrappers.Response:
-        run = request.args.get("run")
-        if run is None:
-            raise errors.InvalidArgumentError("The 'run' parameter is required.")
+        run = _required_run(request)
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
         body = self.explanations_impl(ctx, experiment=experiment, run=run)
@@ -488,6 +482,14 @@ class InformationPlanePlugin(base_plugin.TBPlugin):
 
 class _BadRun(ValueError):
     """A run's ibmonitor data cannot be read."""
+
+
+def _required_run(request: Any) -> str:
+    """Return the request's ``run`` argument (400 when it is missing)."""
+    run = request.args.get("run")
+    if run is None:
+        raise errors.InvalidArgumentError("The 'run' parameter is required.")
+    return run
 
 
 def _skip(run: str, reason: str) -> dict:

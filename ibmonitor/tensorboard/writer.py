@@ -393,22 +393,14 @@ class TensorBoardWriter:
         bins : int, default=30
             Equal-width histogram buckets between the smallest and largest value.
         """
-        values = _to_numpy(t).astype(np.float64, copy=False).ravel()
-        finite = values[np.isfinite(values)]
         layer = str(layer)
-        if not finite.size:
+        tag = probe_prefix("activations", probe) + layer
+        if not self.write_histogram(epoch, tag, t, bins=bins):
             logger.debug(
                 "Layer %r at epoch %d has no finite activation; no histogram.",
                 layer,
                 epoch,
             )
-            return
-        summary = self._summary_pb2.Summary()
-        summary.value.add(
-            tag=probe_prefix("activations", probe) + layer,
-            histo=_histogram_proto(finite, bins=bins),
-        )
-        self._add_summary(summary, epoch)
 
     def write_histogram(
         self, epoch: int, tag: str, values: Any, *, bins: int = 30
@@ -475,17 +467,8 @@ class TensorBoardWriter:
                     dpi=self.image_dpi,
                     config=self.config,
                 )
-                width, height = _png_size(png)
                 tag = probe_prefix("information_plane", probe) + name
-                summary.value.add(
-                    tag=tag,
-                    image=summary_pb2.Summary.Image(
-                        height=height,
-                        width=width,
-                        colorspace=4,
-                        encoded_image_string=png,
-                    ),
-                )
+                self._add_png(summary, tag, png)
                 tags.append(tag)
         if tags:
             self._add_summary(summary, epoch)
@@ -539,18 +522,20 @@ class TensorBoardWriter:
         grid = np.kron(grid, np.ones((scale, scale)))
         buffer = io.BytesIO()
         imsave(buffer, grid, cmap="viridis", vmin=0.0, vmax=1.0, format="png")
-        png = buffer.getvalue()
+        summary = self._summary_pb2.Summary()
+        self._add_png(summary, tag, buffer.getvalue())
+        self._add_summary(summary, epoch)
+        return True
+
+    def _add_png(self, summary: Any, tag: str, png: bytes) -> None:
+        """Add a PNG image (RGBA) under ``tag`` to ``summary``."""
         width, height = _png_size(png)
-        summary_pb2 = self._summary_pb2
-        summary = summary_pb2.Summary()
         summary.value.add(
             tag=tag,
-            image=summary_pb2.Summary.Image(
+            image=self._summary_pb2.Summary.Image(
                 height=height, width=width, colorspace=4, encoded_image_string=png
             ),
         )
-        self._add_summary(summary, epoch)
-        return True
 
     def write_layout(
         self,

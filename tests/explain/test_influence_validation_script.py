@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
-import torch
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "influence_validation.py"
+from _scripts import load_script, restore_torch_threads  # noqa: F401 (autouse)
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("_influence_validation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The script sets torch's threads; give the next test its setting back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+    return load_script("influence_validation")
 
 
 def _row(printed: str, case: str) -> dict:

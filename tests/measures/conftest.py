@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
+from _fixtures import one_thread_and_seeded  # noqa: F401 (autouse)
 from torch import nn
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_and_seeded():
-    """Tiny models run fastest on one thread (and the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    np.random.seed(0)  # noqa: NPY002
-    random.seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
